@@ -1,1 +1,106 @@
-//! placeholder
+//! SQL over the lake: every lake table registered by name in a DataFusion session, read-only.
+//!
+//! Layout:
+//! - [`LakeQuery`]: opens the tables and runs SQL.
+//! - [`format`]: renders results as a table, CSV or JSON.
+
+pub mod format;
+
+use std::sync::Arc;
+
+use datafusion::arrow::error::ArrowError;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::execution::context::SQLOptions;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use deltalake::{DeltaTableBuilder, DeltaTableError};
+use paystream_sinks::delta::LakeLocation;
+
+/// Errors of the query crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("table {table}: {source}")]
+    Table {
+        table: String,
+        #[source]
+        source: DeltaTableError,
+    },
+    #[error("{0}")]
+    Sql(#[from] datafusion::error::DataFusionError),
+    #[error("{0}")]
+    Sink(#[from] paystream_sinks::Error),
+    #[error("output: {0}")]
+    Output(#[from] ArrowError),
+    #[error("no lake table exists yet under {0} (has the pipeline committed anything?)")]
+    EmptyLake(String),
+}
+
+/// Result of the query crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A read-only SQL session over the lake's tables.
+pub struct LakeQuery {
+    ctx: SessionContext,
+    tables: Vec<String>,
+}
+
+impl LakeQuery {
+    /// Register each of `tables` that exists under `location`. Tables that do not exist yet
+    /// are skipped; an empty lake is an error.
+    pub async fn open(location: &LakeLocation, tables: &[String]) -> Result<Self> {
+        let config = SessionConfig::new().with_information_schema(true);
+        let ctx = SessionContext::new_with_config(config);
+        let mut found = Vec::new();
+        for name in tables {
+            let url = location.table(name)?;
+            let builder = DeltaTableBuilder::from_url(url)
+                .map_err(|source| Error::Table {
+                    table: name.clone(),
+                    source,
+                })?
+                .with_storage_options(location.options().clone());
+            let table = match builder.load().await {
+                Ok(t) => t,
+                Err(DeltaTableError::NotATable(_)) | Err(DeltaTableError::InvalidTableLocation(_)) => continue,
+                Err(source) => {
+                    return Err(Error::Table {
+                        table: name.clone(),
+                        source,
+                    })
+                }
+            };
+            table
+                .update_datafusion_session(&ctx.state())
+                .map_err(|source| Error::Table {
+                    table: name.clone(),
+                    source,
+                })?;
+            let provider = table.table_provider().await.map_err(Error::Sql)?;
+            ctx.register_table(name.as_str(), provider)?;
+            found.push(name.clone());
+        }
+        if found.is_empty() {
+            return Err(Error::EmptyLake(location.root().to_string()));
+        }
+        Ok(Self { ctx, tables: found })
+    }
+
+    /// The tables registered.
+    pub fn tables(&self) -> &[String] {
+        &self.tables
+    }
+
+    /// Run one read-only SQL statement (DDL, DML and `SET` are refused).
+    pub async fn sql(&self, sql: &str) -> Result<Vec<RecordBatch>> {
+        let opts = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        let df = self.ctx.sql_with_options(sql, opts).await?;
+        Ok(df.collect().await?)
+    }
+
+    /// The session, for callers that need more than `sql`.
+    pub fn context(&self) -> Arc<SessionContext> {
+        Arc::new(self.ctx.clone())
+    }
+}

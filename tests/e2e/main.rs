@@ -1,1 +1,26 @@
-fn main(){}
+//! End-to-end tests: the `paystream` binary against real services, checked by readers we did
+//! not write.
+//!
+//! `scripts/test` installs and starts the services (tansu for the Kafka API, moto for S3) on
+//! free loopback ports and exports where they are (see [`support::Services`]); a test that needs
+//! them fails with a pointer to `scripts/test` when they are not there, rather than passing
+//! without having run. Every test makes its own topics, consumer group, lake folder and S3
+//! prefix, so tests run in parallel; every wait has a deadline.
+//!
+//! Layout:
+//! - [`support`]: the services' env, child processes with deadlines, topics, pipeline configs,
+//!   the generator and the Python lake checker (`check_lake.py`);
+//! - [`lake`]: exactly-once into a local and an S3 lake, and the checker's own self-test;
+//! - [`crash`]: exactly-once across SIGKILLs at random moments;
+//! - [`cli`]: `paystream query` and `paystream validate`.
+//!
+//! Knobs for local runs: `PAYSTREAM_E2E_EVENTS` overrides the event count of the big tests,
+//! `PAYSTREAM_E2E_SEED` replays a crash test, `PAYSTREAM_E2E_KEEP=1` keeps each test's folder.
+
+// Tests may unwrap: a panic is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod cli;
+mod crash;
+mod lake;
+mod support;

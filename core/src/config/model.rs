@@ -1,0 +1,232 @@
+//! The validated config: what [`super::from_str`] returns once a `pipelines.toml` has no
+//! problem left. Every value here is already checked (sizes parsed, URIs accepted, inputs
+//! resolved), so building components from it needs no further validation beyond what only
+//! the network or the disk can tell.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::secret::{is_secret_property, SecretString, REDACTED};
+use crate::schema::SchemaSpec;
+
+/// Default pipeline name; also the prefix of the Delta `txn` app ids.
+pub const DEFAULT_PIPELINE_NAME: &str = "paystream";
+/// Default Kafka consumer group.
+pub const DEFAULT_GROUP_ID: &str = "paystream";
+/// Default most events per decoded batch.
+pub const DEFAULT_BATCH_MAX_EVENTS: usize = 100_000;
+/// Default longest wait to fill a batch.
+pub const DEFAULT_BATCH_MAX_WAIT: Duration = Duration::from_millis(250);
+/// Default largest accepted Kafka message; bigger ones go to the DLQ.
+pub const DEFAULT_MAX_MESSAGE_BYTES: u64 = 1 << 20;
+/// Default `fetch.wait.max.ms`: small, because tansu holds every fetch for the full wait.
+pub const DEFAULT_FETCH_WAIT_MAX: Duration = Duration::from_millis(100);
+/// Default Parquet file size a Delta sink aims for.
+pub const DEFAULT_TARGET_FILE_SIZE: u64 = 128 << 20;
+/// Default longest time from the first buffered row to its commit.
+pub const DEFAULT_MAX_LATENCY: Duration = Duration::from_secs(2);
+/// Default buffered bytes above which the source pauses.
+pub const DEFAULT_MAX_BUFFER_BYTES: u64 = 256 << 20;
+
+/// A whole `pipelines.toml`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file it came from, as given to [`super::from_str`] (used in later messages).
+    pub file: String,
+    /// `[pipeline]`.
+    pub pipeline: PipelineSection,
+    /// The built-in preset with the `[schema.tables.*]` overrides applied.
+    pub schema: SchemaSpec,
+    /// `[sources.<id>]`.
+    pub sources: BTreeMap<String, SourceConfig>,
+    /// `[transforms.<id>]`.
+    pub transforms: BTreeMap<String, TransformConfig>,
+    /// `[sinks.<id>]`.
+    pub sinks: BTreeMap<String, SinkConfig>,
+}
+
+/// `[pipeline]`: settings of the pipeline as a whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipelineSection {
+    /// Name of the pipeline, `[A-Za-z0-9_.-]+`; part of the exactly-once `txn` app id
+    /// (`<name>/<topic>/<partition>`), so renaming a pipeline restarts its offsets.
+    pub name: String,
+}
+
+impl Default for PipelineSection {
+    fn default() -> Self {
+        Self {
+            name: DEFAULT_PIPELINE_NAME.to_owned(),
+        }
+    }
+}
+
+/// A source, by its `type`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceConfig {
+    /// `type = "kafka"`.
+    Kafka(KafkaSourceConfig),
+}
+
+/// `type = "kafka"`: a consumer group over some topics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KafkaSourceConfig {
+    /// Bootstrap servers, `host:port[,host:port]`.
+    pub brokers: String,
+    /// Topics to consume; non-empty, valid Kafka topic names, no duplicates.
+    pub topics: Vec<String>,
+    /// Consumer group (offsets committed there are for lag monitoring only; the lake is the
+    /// source of truth for where to resume).
+    pub group_id: String,
+    /// Where a partition starts when the lake has no offset for it.
+    pub start_from: StartFrom,
+    /// Most events per batch; > 0.
+    pub batch_max_events: usize,
+    /// Longest wait to fill a batch.
+    pub batch_max_wait: Duration,
+    /// Largest message accepted; bigger ones go to the DLQ.
+    pub max_message_bytes: u64,
+    /// librdkafka `fetch.wait.max.ms` (at most 5 minutes).
+    pub fetch_wait_max: Duration,
+    /// Any other librdkafka property, values as strings.
+    pub librdkafka: BTreeMap<String, SecretString>,
+}
+
+impl KafkaSourceConfig {
+    /// A source over `topics` at `brokers` with every other setting at its default.
+    pub fn new(brokers: impl Into<String>, topics: Vec<String>) -> Self {
+        Self {
+            brokers: brokers.into(),
+            topics,
+            group_id: DEFAULT_GROUP_ID.to_owned(),
+            start_from: StartFrom::default(),
+            batch_max_events: DEFAULT_BATCH_MAX_EVENTS,
+            batch_max_wait: DEFAULT_BATCH_MAX_WAIT,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            fetch_wait_max: DEFAULT_FETCH_WAIT_MAX,
+            librdkafka: BTreeMap::new(),
+        }
+    }
+
+    /// The librdkafka properties for logs: values of secret-looking keys (see
+    /// [`super::is_secret_property`]) replaced by `***`. Sorted by key.
+    pub fn redacted_properties(&self) -> Vec<(String, String)> {
+        self.librdkafka
+            .iter()
+            .map(|(k, v)| {
+                let shown = if is_secret_property(k) {
+                    REDACTED.to_owned()
+                } else {
+                    v.expose().to_owned()
+                };
+                (k.clone(), shown)
+            })
+            .collect()
+    }
+}
+
+/// Where a partition starts when the lake holds no offset for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StartFrom {
+    /// The oldest retained message (`"earliest"`, the default): nothing is skipped.
+    #[default]
+    Earliest,
+    /// Only messages produced from now on (`"latest"`).
+    Latest,
+}
+
+impl StartFrom {
+    /// The config spelling, which is also librdkafka's `auto.offset.reset` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StartFrom::Earliest => "earliest",
+            StartFrom::Latest => "latest",
+        }
+    }
+}
+
+/// A transform, by its `type`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TransformConfig {
+    /// `type = "sql"`.
+    Sql(SqlTransformConfig),
+}
+
+impl TransformConfig {
+    /// Ids of the components it reads from.
+    pub fn inputs(&self) -> &[String] {
+        match self {
+            TransformConfig::Sql(c) => &c.inputs,
+        }
+    }
+}
+
+/// `type = "sql"`: DataFusion SQL run on each batch of its inputs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqlTransformConfig {
+    /// Ids of sources or transforms; non-empty.
+    pub inputs: Vec<String>,
+    /// The query; non-empty. Checked by the SQL engine when the pipeline is built.
+    pub sql: String,
+}
+
+/// A sink, by its `type`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SinkConfig {
+    /// `type = "delta"`.
+    Delta(DeltaSinkConfig),
+}
+
+impl SinkConfig {
+    /// Ids of the components it reads from.
+    pub fn inputs(&self) -> &[String] {
+        match self {
+            SinkConfig::Delta(c) => &c.inputs,
+        }
+    }
+}
+
+/// `type = "delta"`: the lake, one Delta table per event table plus `dlq`, under `uri`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeltaSinkConfig {
+    /// Ids of sources or transforms; non-empty.
+    pub inputs: Vec<String>,
+    /// A local path (relative to the process cwd), `file:///abs/path` or `s3://bucket[/prefix]`.
+    pub uri: String,
+    /// Parquet file size to aim for; >= 1MiB.
+    pub target_file_size: u64,
+    /// Longest time from the first buffered row to its commit; >= 10ms.
+    pub max_latency: Duration,
+    /// Buffered bytes above which the source pauses (backpressure).
+    pub max_buffer_bytes: u64,
+    /// `[sinks.<id>.s3]`.
+    pub s3: S3Options,
+}
+
+impl DeltaSinkConfig {
+    /// A sink of `inputs` into `uri` with every other setting at its default.
+    pub fn new(inputs: Vec<String>, uri: impl Into<String>) -> Self {
+        Self {
+            inputs,
+            uri: uri.into(),
+            target_file_size: DEFAULT_TARGET_FILE_SIZE,
+            max_latency: DEFAULT_MAX_LATENCY,
+            max_buffer_bytes: DEFAULT_MAX_BUFFER_BYTES,
+            s3: S3Options::default(),
+        }
+    }
+}
+
+/// `[sinks.<id>.s3]`: all optional; whatever is not set falls back to the `AWS_*`
+/// environment when the sink is built. An empty string counts as not set.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct S3Options {
+    /// An `http://` or `https://` URL (MinIO, moto, ...).
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub access_key_id: Option<SecretString>,
+    pub secret_access_key: Option<SecretString>,
+    pub session_token: Option<SecretString>,
+    /// Allow a plain `http://` endpoint; required when `endpoint` is `http://`.
+    pub allow_http: bool,
+}

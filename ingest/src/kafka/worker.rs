@@ -1,0 +1,408 @@
+//! The consumer thread: poll, decode into the batch being built, hand full batches to the
+//! sink, pause partitions while the sink is behind, and stop cleanly.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, Sender as StdSender};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use paystream_core::record::RawRecord;
+use paystream_core::schema::SchemaSpec;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::mpsc::Sender;
+use tracing::{debug, info, warn};
+
+use super::context::SourceContext;
+use super::{DecodedBatch, Range, SourceEvent};
+use crate::decode::{NormaliseOptions, Normaliser};
+use crate::{Error, Result};
+
+/// How the source runs (built from a `[sources.<id>]` of type `kafka`).
+#[derive(Debug, Clone)]
+pub struct SourceOptions {
+    pub brokers: String,
+    pub topics: Vec<String>,
+    pub group_id: String,
+    /// Where a partition starts when the lake has no offset for it: the end (true) or the
+    /// beginning (false) of the partition.
+    pub start_from_end: bool,
+    pub batch_max_events: usize,
+    pub batch_max_wait: Duration,
+    pub max_message_bytes: usize,
+    pub fetch_wait_max: Duration,
+    /// Extra librdkafka properties; they may hold secrets, so they are never logged here.
+    pub properties: Vec<(String, String)>,
+    /// Stop by itself once no message has come for this long and everything is committed.
+    pub stop_when_idle: Option<Duration>,
+}
+
+/// Counters the source keeps, readable from any thread.
+#[derive(Debug, Default)]
+pub struct SourceStats {
+    pub messages: AtomicU64,
+    pub bytes: AtomicU64,
+    pub batches: AtomicU64,
+    pub paused: AtomicU64,
+}
+
+/// State the rebalance callback shares with the poll loop. Both run on the consumer thread
+/// (callbacks fire inside `poll`), so the lock is never contended; it exists because the
+/// context and the loop are two owners.
+pub(super) struct Shared {
+    normaliser: Normaliser,
+    ranges: BTreeMap<(String, i32), (i64, i64)>,
+    messages: u64,
+    bytes: u64,
+    started: Option<Instant>,
+    outbox: Option<DecodedBatch>,
+    pub(super) assigned: Vec<(String, i32)>,
+    pub(super) fatal: Option<String>,
+}
+
+impl Shared {
+    /// Forget rows not yet handed to the sink.
+    pub(super) fn drop_unsent(&mut self) {
+        if self.normaliser.buffered_rows() > 0 {
+            // The rows are thrown away; only the builders' reset matters.
+            let _ = self.normaliser.finish();
+        }
+        self.ranges.clear();
+        self.messages = 0;
+        self.bytes = 0;
+        self.started = None;
+        self.outbox = None;
+    }
+
+    fn take_batch(&mut self) -> Result<Option<DecodedBatch>> {
+        if self.ranges.is_empty() {
+            return Ok(None);
+        }
+        let data = self
+            .normaliser
+            .finish()
+            .map_err(|e| Error::Decode(e.to_string()))?;
+        let ranges = std::mem::take(&mut self.ranges)
+            .into_iter()
+            .map(|((topic, partition), (first, next))| Range {
+                topic,
+                partition,
+                first,
+                next,
+            })
+            .collect();
+        let batch = DecodedBatch {
+            data,
+            ranges,
+            messages: std::mem::take(&mut self.messages),
+            bytes: std::mem::take(&mut self.bytes),
+        };
+        self.started = None;
+        Ok(Some(batch))
+    }
+}
+
+/// A running Kafka source.
+pub struct KafkaSource {
+    thread: JoinHandle<Result<()>>,
+    stop: Arc<AtomicBool>,
+    pub stats: Arc<SourceStats>,
+    committed: StdSender<BTreeMap<(String, i32), i64>>,
+}
+
+impl KafkaSource {
+    /// Ask the source to stop: it hands over what it decoded, waits for the sink to commit,
+    /// commits the group offsets and leaves the group.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// A handle that stops the source from another task (signal handlers).
+    pub fn stop_handle(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    /// Tell the source what the lake now holds, so it commits the group's offsets (for lag
+    /// monitoring only: resuming always reads the lake).
+    pub fn committed_sender(&self) -> StdSender<BTreeMap<(String, i32), i64>> {
+        self.committed.clone()
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.thread.is_finished()
+    }
+
+    /// Wait for the consumer thread.
+    pub fn join(self) -> Result<()> {
+        self.thread
+            .join()
+            .map_err(|_| Error::Decode("the consumer thread panicked".into()))?
+    }
+}
+
+fn client_config(opts: &SourceOptions) -> ClientConfig {
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", &opts.brokers)
+        .set("group.id", &opts.group_id)
+        .set(
+            "auto.offset.reset",
+            if opts.start_from_end { "latest" } else { "earliest" },
+        )
+        .set(
+            "fetch.wait.max.ms",
+            opts.fetch_wait_max.as_millis().max(1).to_string(),
+        )
+        .set("queued.min.messages", "200000")
+        .set("fetch.message.max.bytes", "8388608")
+        .set("enable.partition.eof", "false");
+    for (k, v) in &opts.properties {
+        cfg.set(k, v);
+    }
+    // Exactly-once depends on these: the lake holds the offsets, never librdkafka's
+    // auto-commit, so they win over anything the config says.
+    cfg.set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false");
+    cfg
+}
+
+/// Start the source on its own thread. Events go to `tx` in order.
+pub fn spawn(
+    opts: SourceOptions,
+    schema: &SchemaSpec,
+    tx: Sender<SourceEvent>,
+) -> Result<KafkaSource> {
+    let normaliser = Normaliser::try_new(
+        schema,
+        NormaliseOptions {
+            max_message_bytes: opts.max_message_bytes,
+            keep_extra: true,
+        },
+    )
+    .map_err(|e| Error::Decode(e.to_string()))?;
+    let shared = Arc::new(Mutex::new(Shared {
+        normaliser,
+        ranges: BTreeMap::new(),
+        messages: 0,
+        bytes: 0,
+        started: None,
+        outbox: None,
+        assigned: Vec::new(),
+        fatal: None,
+    }));
+    let context = SourceContext {
+        tx: tx.clone(),
+        shared: shared.clone(),
+        start_from_end: opts.start_from_end,
+    };
+    let consumer: BaseConsumer<SourceContext> =
+        client_config(&opts).create_with_context(context)?;
+    let topics: Vec<&str> = opts.topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(SourceStats::default());
+    let (committed_tx, committed_rx) = std::sync::mpsc::channel();
+    let worker = Worker {
+        consumer,
+        shared,
+        tx,
+        opts,
+        stop: stop.clone(),
+        stats: stats.clone(),
+        committed: committed_rx,
+    };
+    let thread = std::thread::Builder::new()
+        .name("kafka-source".into())
+        .spawn(move || worker.run())?;
+    Ok(KafkaSource {
+        thread,
+        stop,
+        stats,
+        committed: committed_tx,
+    })
+}
+
+struct Worker {
+    consumer: BaseConsumer<SourceContext>,
+    shared: Arc<Mutex<Shared>>,
+    tx: Sender<SourceEvent>,
+    opts: SourceOptions,
+    stop: Arc<AtomicBool>,
+    stats: Arc<SourceStats>,
+    committed: Receiver<BTreeMap<(String, i32), i64>>,
+}
+
+impl Worker {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn run(self) -> Result<()> {
+        let mut paused = false;
+        let mut last_message = Instant::now();
+        let poll_timeout = Duration::from_millis(20).min(self.opts.batch_max_wait);
+        loop {
+            if let Some(fatal) = self.lock().fatal.take() {
+                return Err(Error::Lake(fatal));
+            }
+            if self.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            self.forward_commits();
+
+            // Hand over a finished batch; while the sink is behind, keep polling (rebalances
+            // and heartbeats must go on) with every partition paused.
+            let pending = self.lock().outbox.take();
+            if let Some(batch) = pending {
+                match self.tx.try_send(SourceEvent::Batch(batch)) {
+                    Ok(()) => {
+                        self.stats.batches.fetch_add(1, Ordering::Relaxed);
+                        if paused {
+                            self.set_paused(false);
+                            paused = false;
+                        }
+                    }
+                    Err(TrySendError::Full(SourceEvent::Batch(batch))) => {
+                        self.lock().outbox = Some(batch);
+                        if !paused {
+                            self.set_paused(true);
+                            paused = true;
+                            self.stats.paused.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Err(_) => return Err(Error::SinkGone),
+                }
+            }
+
+            if let Some(msg) = self.consumer.poll(poll_timeout) {
+                match msg {
+                    Ok(m) => {
+                        last_message = Instant::now();
+                        self.decode(&m);
+                    }
+                    Err(e) => warn!(error = %e, "kafka consumer error"),
+                }
+            }
+
+            let mut shared = self.lock();
+            let full = shared.normaliser.buffered_rows() >= self.opts.batch_max_events;
+            let due = shared
+                .started
+                .is_some_and(|t| t.elapsed() >= self.opts.batch_max_wait);
+            if shared.outbox.is_none() && (full || due) {
+                shared.outbox = shared.take_batch()?;
+            }
+            let idle = shared.ranges.is_empty() && shared.outbox.is_none();
+            let has_assignment = !shared.assigned.is_empty();
+            drop(shared);
+            if let Some(limit) = self.opts.stop_when_idle {
+                if idle && has_assignment && last_message.elapsed() >= limit {
+                    info!(idle_for = ?limit, "no message for a while, stopping");
+                    break;
+                }
+                if !has_assignment {
+                    last_message = Instant::now();
+                }
+            }
+        }
+        self.shutdown()
+    }
+
+    fn decode(&self, m: &rdkafka::message::BorrowedMessage<'_>) {
+        let headers: Vec<(&str, Option<&[u8]>)> = m
+            .headers()
+            .map(|h| h.iter().map(|h| (h.key, h.value)).collect())
+            .unwrap_or_default();
+        let rec = RawRecord {
+            topic: m.topic(),
+            partition: m.partition(),
+            offset: m.offset(),
+            timestamp_ms: m.timestamp().to_millis(),
+            key: m.key(),
+            payload: m.payload(),
+            headers: &headers,
+        };
+        let len = m.payload_len() as u64;
+        let now = chrono::Utc::now().timestamp_micros();
+        let mut shared = self.lock();
+        shared.normaliser.push(&rec, now);
+        let key = (m.topic().to_string(), m.partition());
+        let e = shared.ranges.entry(key).or_insert((m.offset(), m.offset()));
+        e.1 = m.offset() + 1;
+        shared.messages += 1;
+        shared.bytes += len;
+        shared.started.get_or_insert_with(Instant::now);
+        drop(shared);
+        self.stats.messages.fetch_add(1, Ordering::Relaxed);
+        self.stats.bytes.fetch_add(len, Ordering::Relaxed);
+    }
+
+    fn set_paused(&self, pause: bool) {
+        let Ok(assignment) = self.consumer.assignment() else {
+            return;
+        };
+        let res = if pause {
+            self.consumer.pause(&assignment)
+        } else {
+            self.consumer.resume(&assignment)
+        };
+        match res {
+            Ok(()) => debug!(pause, "backpressure"),
+            Err(e) => warn!(error = %e, pause, "pause/resume failed"),
+        }
+    }
+
+    /// Commit the group's offsets to what the lake holds (lag monitoring only).
+    fn forward_commits(&self) {
+        let mut latest = BTreeMap::new();
+        while let Ok(offsets) = self.committed.try_recv() {
+            latest.extend(offsets);
+        }
+        if latest.is_empty() {
+            return;
+        }
+        let assigned = self.lock().assigned.clone();
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), next) in latest {
+            if assigned.contains(&(topic.clone(), partition)) {
+                // Best effort: a failed lag commit changes nothing about what is in the lake.
+                let _ = tpl.add_partition_offset(&topic, partition, Offset::Offset(next));
+            }
+        }
+        if tpl.count() > 0 {
+            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+                debug!(error = %e, "group offset commit failed");
+            }
+        }
+    }
+
+    fn shutdown(self) -> Result<()> {
+        let (last, outbox) = {
+            let mut shared = self.lock();
+            let outbox = shared.outbox.take();
+            (shared.take_batch()?, outbox)
+        };
+        for batch in outbox.into_iter().chain(last) {
+            self.tx
+                .blocking_send(SourceEvent::Batch(batch))
+                .map_err(|_| Error::SinkGone)?;
+        }
+        let (reply, rx) = std::sync::mpsc::sync_channel(1);
+        self.tx
+            .blocking_send(SourceEvent::Stop { reply })
+            .map_err(|_| Error::SinkGone)?;
+        rx.recv()
+            .map_err(|_| Error::SinkGone)?
+            .map_err(Error::Lake)?;
+        self.forward_commits();
+        if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
+            debug!(error = %e, "final group offset commit");
+        }
+        info!("kafka source stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,89 @@
+//! Exactly-once across crashes: the pipeline is SIGKILLed at random moments (while it starts,
+//! joins its group, consumes, writes, commits; while traffic still arrives), restarted each
+//! time, and finally run to idle; the lake must then hold every event exactly once, as if
+//! nothing had happened.
+//!
+//! Restarts alternate between the pipeline's own consumer group (the usual restart: after a
+//! kill it waits for the dead member's session to expire, so its kill may land during the
+//! rebalance) and a fresh group (no committed group offsets at all, and consuming at once, so
+//! its kill lands mid-stream): in both, only the offsets stored in the lake can prevent
+//! duplicates and losses.
+
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::support::{budget, event_count, unique, Lake, Proc, Scenario, Topics};
+
+/// SIGKILLs before the final run.
+const KILLS: usize = 8;
+
+/// Seconds over which the generator spreads its traffic, so the first kills hit mid-stream.
+const GENERATE_OVER_SECS: u64 = 10;
+
+#[test]
+fn lake_survives_sigkill() {
+    let seed = match std::env::var("PAYSTREAM_E2E_SEED") {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("PAYSTREAM_E2E_SEED must be a number, found {v:?}")),
+        Err(_) => rand::random::<u64>(),
+    };
+    eprintln!("lake_survives_sigkill: seed {seed} (replay with PAYSTREAM_E2E_SEED={seed})");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let events = event_count(200_000);
+
+    let s = Scenario::new("sigkill", Lake::Local);
+    s.create_topics(Topics {
+        payments: 6,
+        orders: 3,
+        refunds: 3,
+    });
+    let config = s.write_config(&unique("group"));
+    let rate = (events / GENERATE_OVER_SECS).max(1);
+    let mut generator = Proc::spawn(
+        "generate",
+        s.generate_cmd(events, seed, Some(rate)),
+        s.dir(),
+    );
+
+    let mut while_producing = 0;
+    for round in 1..=KILLS {
+        let delay = Duration::from_millis(rng.random_range(500..=4000));
+        let (round_config, group) = if round % 2 == 1 {
+            (s.write_config(&unique("fresh")), "a fresh group")
+        } else {
+            (config.clone(), "the pipeline's group")
+        };
+        let mut run = Proc::spawn("run", s.run_cmd(&round_config, None), s.dir());
+        // Watching the run while the delay passes: one that dies by itself is a failure,
+        // not a kill.
+        if let Some(status) = run.wait_timeout(delay) {
+            panic!(
+                "round {round}: the pipeline exited by itself ({status}) before its SIGKILL\n{}",
+                run.report()
+            );
+        }
+        let producing = generator.poll().is_none();
+        while_producing += usize::from(producing);
+        run.kill();
+        eprintln!(
+            "[{}] SIGKILL {round}/{KILLS} after {delay:?} in {group}{}",
+            s.id,
+            if producing {
+                ", generator still producing"
+            } else {
+                ""
+            }
+        );
+    }
+    eprintln!(
+        "[{}] {while_producing} of {KILLS} kills landed while traffic was arriving",
+        s.id
+    );
+
+    generator.expect_success(budget(events));
+    s.run_to_idle(&config, events);
+    s.check_lake(None);
+}

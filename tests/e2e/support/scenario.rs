@@ -1,0 +1,315 @@
+//! One end-to-end scenario: its own topics (`<prefix>payments`, `<prefix>orders`,
+//! `<prefix>refunds`), folder, lake (a local folder or an S3 prefix) and consumer groups, and
+//! the steps the tests combine: create topics, generate traffic, write a pipeline config, run
+//! the pipeline, check the lake with `check_lake.py`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use tempfile::TempDir;
+
+use super::{toml_str, unique, Proc, Services, S3_KEY_ID, S3_REGION, S3_SECRET};
+
+/// The event families and the topic each is produced to.
+pub const FAMILIES: [&str; 3] = ["payments", "orders", "refunds"];
+
+/// How long `--stop-when-idle` waits for more messages before the pipeline exits.
+pub const IDLE: &str = "3s";
+
+/// Partitions per topic.
+#[derive(Debug, Clone, Copy)]
+pub struct Topics {
+    pub payments: i32,
+    pub orders: i32,
+    pub refunds: i32,
+}
+
+/// Where a scenario's lake lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lake {
+    Local,
+    S3,
+}
+
+pub struct Scenario {
+    pub services: Services,
+    /// Unique id of the scenario; also its S3 prefix.
+    pub id: String,
+    /// Prefix of the scenario's topics.
+    pub prefix: String,
+    /// The lake root: a folder or `s3://bucket/<id>`.
+    pub lake_uri: String,
+    lake: Lake,
+    /// Removes the folder when the scenario ends (None when kept).
+    _dir: Option<TempDir>,
+    path: PathBuf,
+}
+
+impl Scenario {
+    /// A fresh scenario; needs the services (panics with a pointer to `scripts/test` if absent).
+    pub fn new(tag: &str, lake: Lake) -> Scenario {
+        let services = Services::get();
+        let id = unique(tag);
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("paystream-e2e-{tag}-"))
+            .tempdir()
+            .unwrap_or_else(|e| panic!("cannot create a temporary folder: {e}"));
+        let path = dir.path().to_path_buf();
+        let lake_uri = match lake {
+            Lake::Local => path.join("lake").display().to_string(),
+            Lake::S3 => format!("s3://{}/{id}", services.s3_bucket),
+        };
+        let keep = std::env::var_os("PAYSTREAM_E2E_KEEP").is_some();
+        eprintln!(
+            "[{id}] folder {}{}, lake {lake_uri}",
+            path.display(),
+            if keep { " (kept)" } else { "" }
+        );
+        Scenario {
+            prefix: format!("{id}."),
+            services,
+            id,
+            lake_uri,
+            lake,
+            _dir: if keep {
+                let _ = dir.keep();
+                None
+            } else {
+                Some(dir)
+            },
+            path,
+        }
+    }
+
+    /// The scenario's folder (logs, configs, summary).
+    pub fn dir(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn topic(&self, family: &str) -> String {
+        format!("{}{family}", self.prefix)
+    }
+
+    pub fn summary_path(&self) -> PathBuf {
+        self.dir().join("summary.json")
+    }
+
+    /// Creates the scenario's topics with `tansu topic create` and waits until the broker's
+    /// metadata shows each with its partitions.
+    pub fn create_topics(&self, topics: Topics) {
+        let wanted = [
+            ("payments", topics.payments),
+            ("orders", topics.orders),
+            ("refunds", topics.refunds),
+        ];
+        for (family, partitions) in wanted {
+            let topic = self.topic(family);
+            let mut cmd = Command::new(&self.services.tansu);
+            cmd.args([
+                "topic",
+                "create",
+                &topic,
+                "--partitions",
+                &partitions.to_string(),
+            ])
+            .arg("--broker")
+            .arg(format!("tcp://{}", self.services.kafka));
+            Proc::spawn("tansu-topic-create", cmd, self.dir())
+                .expect_success(Duration::from_secs(30));
+            wait_for_topic(
+                &self.services.kafka,
+                &topic,
+                partitions,
+                Duration::from_secs(30),
+            );
+        }
+    }
+
+    /// A `paystream` command with the S3 environment the lake needs (for `query`, which
+    /// takes S3 settings from the environment only).
+    pub fn paystream(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_paystream"));
+        cmd.env("RUST_BACKTRACE", "1");
+        if self.lake == Lake::S3 {
+            cmd.envs(self.s3_env());
+        }
+        cmd
+    }
+
+    fn s3_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.services.s3_endpoint.clone()),
+            ("AWS_ACCESS_KEY_ID", S3_KEY_ID.into()),
+            ("AWS_SECRET_ACCESS_KEY", S3_SECRET.into()),
+            ("AWS_REGION", S3_REGION.into()),
+            ("AWS_ALLOW_HTTP", "true".into()),
+        ]
+    }
+
+    /// `paystream generate` of `count` events (1% bad, 2% late) with `seed`, writing the
+    /// summary to [`Scenario::summary_path`]; `rate` in events per second, unlimited if None.
+    pub fn generate_cmd(&self, count: u64, seed: u64, rate: Option<u64>) -> Command {
+        let mut cmd = self.paystream();
+        cmd.arg("generate")
+            .args(["--brokers", &self.services.kafka])
+            .args(["--count", &count.to_string()])
+            .args(["--bad-ratio", "0.01", "--late-ratio", "0.02"])
+            .args(["--seed", &seed.to_string()])
+            .args(["--topic-prefix", &self.prefix])
+            .arg("--summary")
+            .arg(self.summary_path());
+        if let Some(rate) = rate {
+            cmd.args(["--rate", &rate.to_string()]);
+        }
+        cmd
+    }
+
+    /// Generates `count` events and waits for the generator to finish.
+    pub fn generate(&self, count: u64, seed: u64) {
+        let started = Instant::now();
+        Proc::spawn("generate", self.generate_cmd(count, seed, None), self.dir())
+            .expect_success(budget(count));
+        eprintln!(
+            "[{}] generated {count} events in {:?}",
+            self.id,
+            started.elapsed()
+        );
+    }
+
+    /// Writes a pipeline config consuming the scenario's topics in consumer group `group`
+    /// into its lake, and returns its path.
+    pub fn write_config(&self, group: &str) -> PathBuf {
+        let topics: Vec<String> = FAMILIES.iter().map(|f| toml_str(&self.topic(f))).collect();
+        let mut toml = format!(
+            r#"[pipeline]
+name = "e2e"
+
+[sources.kafka]
+type = "kafka"
+brokers = {brokers}
+topics = [{topics}]
+group_id = {group}
+fetch_wait_max = "10ms"
+
+[sinks.lake]
+type = "delta"
+inputs = ["kafka"]
+uri = {uri}
+max_latency = "500ms"
+
+# A consumer killed without leaving its group holds its partitions until its session times
+# out (45 s by default), and a restart in the same group waits that long: keep it short.
+[sources.kafka.librdkafka]
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "1000"
+"#,
+            brokers = toml_str(&self.services.kafka),
+            topics = topics.join(", "),
+            group = toml_str(group),
+            uri = toml_str(&self.lake_uri),
+        );
+        if self.lake == Lake::S3 {
+            toml.push_str(&format!(
+                r#"
+[sinks.lake.s3]
+endpoint = {endpoint}
+region = {region}
+access_key_id = {key}
+secret_access_key = {secret}
+allow_http = true
+"#,
+                endpoint = toml_str(&self.services.s3_endpoint),
+                region = toml_str(S3_REGION),
+                key = toml_str(S3_KEY_ID),
+                secret = toml_str(S3_SECRET),
+            ));
+        }
+        let path = self.dir().join(format!("{group}.toml"));
+        std::fs::write(&path, toml)
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        path
+    }
+
+    /// `paystream run -c config`, with `--stop-when-idle` when `idle` is given.
+    pub fn run_cmd(&self, config: &Path, idle: Option<&str>) -> Command {
+        let mut cmd = self.paystream();
+        cmd.arg("run")
+            .arg("-c")
+            .arg(config)
+            .args(["--progress", "2s"]);
+        if let Some(idle) = idle {
+            cmd.args(["--stop-when-idle", idle]);
+        }
+        cmd
+    }
+
+    /// Runs the pipeline until it has been idle for [`IDLE`] and has committed everything.
+    pub fn run_to_idle(&self, config: &Path, events: u64) {
+        let started = Instant::now();
+        Proc::spawn("run", self.run_cmd(config, Some(IDLE)), self.dir())
+            .expect_success(budget(events));
+        eprintln!(
+            "[{}] pipeline ran to idle in {:?}",
+            self.id,
+            started.elapsed()
+        );
+    }
+
+    /// Checks the lake against the generator's summary with `check_lake.py` (deltalake,
+    /// pyarrow, duckdb, polars); panics with the checker's list of differences. With
+    /// `sums_out`, the checker also writes the per-table sums per currency there.
+    pub fn check_lake(&self, sums_out: Option<&Path>) {
+        let checker = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/check_lake.py");
+        let mut cmd = Command::new(&self.services.python);
+        cmd.arg(checker)
+            .args(["--lake", &self.lake_uri])
+            .arg("--summary")
+            .arg(self.summary_path());
+        if let Some(out) = sums_out {
+            cmd.arg("--sums-out").arg(out);
+        }
+        if self.lake == Lake::S3 {
+            cmd.envs(self.s3_env());
+        }
+        let done =
+            Proc::spawn("check_lake", cmd, self.dir()).expect_success(Duration::from_secs(300));
+        eprint!("[{}] {}", self.id, done.stdout);
+    }
+}
+
+/// Time allowed for a step that handles `events` events in a debug build on a shared 2-core
+/// machine: generous, but bounded.
+pub fn budget(events: u64) -> Duration {
+    Duration::from_secs(60 + events / 400)
+}
+
+/// Polls the broker's metadata until `topic` exists with `partitions` partitions.
+fn wait_for_topic(brokers: &str, topic: &str, partitions: i32, timeout: Duration) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("allow.auto.create.topics", "false")
+        .create()
+        .unwrap_or_else(|e| panic!("cannot create a Kafka client for {brokers}: {e}"));
+    let deadline = Instant::now() + timeout;
+    let mut last = String::from("no answer yet");
+    while Instant::now() < deadline {
+        match consumer.fetch_metadata(Some(topic), Duration::from_secs(2)) {
+            Ok(md) => match md.topics().iter().find(|t| t.name() == topic) {
+                Some(t) if t.error().is_none() && t.partitions().len() == partitions as usize => {
+                    return
+                }
+                Some(t) => {
+                    last = format!("{} partitions, error {:?}", t.partitions().len(), t.error())
+                }
+                None => last = "not in metadata".into(),
+            },
+            Err(e) => last = e.to_string(),
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    panic!("topic {topic} not ready with {partitions} partitions within {timeout:?}: {last}");
+}
