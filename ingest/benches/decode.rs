@@ -17,6 +17,9 @@ use paystream_ingest::decode::{NormaliseOptions, Normaliser};
 const BATCH: usize = 4096;
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
+/// Builds the `i`-th message of a wire form.
+type MakeMessage = fn(usize) -> Message;
+
 struct Message {
     payload: Vec<u8>,
     headers: Vec<(&'static str, Option<Vec<u8>>)>,
@@ -120,7 +123,7 @@ fn bench(c: &mut Criterion) {
     group.throughput(Throughput::Elements(BATCH as u64));
     group.sample_size(20);
     group.measurement_time(Duration::from_secs(5));
-    let forms: [(&str, fn(usize) -> Message); 3] = [
+    let forms: [(&str, MakeMessage); 3] = [
         ("plain", plain),
         ("structured", structured),
         ("binary", binary),

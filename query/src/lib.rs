@@ -58,16 +58,18 @@ impl LakeQuery {
                     source,
                 })?
                 .with_storage_options(location.options().clone());
-            let table = match builder.load().await {
-                Ok(t) => t,
-                Err(DeltaTableError::NotATable(_)) | Err(DeltaTableError::InvalidTableLocation(_)) => continue,
-                Err(source) => {
-                    return Err(Error::Table {
-                        table: name.clone(),
-                        source,
-                    })
-                }
-            };
+            let mut table = builder.build().map_err(|source| Error::Table {
+                table: name.clone(),
+                source,
+            })?;
+            let exists = table.verify_deltatable_existence().await.unwrap_or(false);
+            if !exists {
+                continue;
+            }
+            table.load().await.map_err(|source| Error::Table {
+                table: name.clone(),
+                source,
+            })?;
             table
                 .update_datafusion_session(&ctx.state())
                 .map_err(|source| Error::Table {

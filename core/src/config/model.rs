@@ -230,3 +230,68 @@ pub struct S3Options {
     /// Allow a plain `http://` endpoint; required when `endpoint` is `http://`.
     pub allow_http: bool,
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn source_with_secrets() -> KafkaSourceConfig {
+        let mut k = KafkaSourceConfig::new("localhost:9092", vec!["payments".into()]);
+        for (key, value) in [
+            ("sasl.password", "hunter2"),
+            ("sasl.jaas.config", "org.apache.kafka.common.security.plain.PlainLoginModule required password=\"jaas-pw\";"),
+            ("ssl.key.pem", "-----BEGIN PRIVATE KEY-----"),
+            ("sasl.oauthbearer.config", "principal=svc secret=oauth-pw"),
+            ("sasl.username", "svc-paystream"),
+            ("security.protocol", "SASL_SSL"),
+        ] {
+            k.librdkafka.insert(key.into(), SecretString::from(value));
+        }
+        k
+    }
+
+    #[test]
+    fn debug_of_a_source_hides_every_property_value() {
+        let debug = format!("{:?}", source_with_secrets());
+        for secret in ["hunter2", "jaas-pw", "PRIVATE KEY", "oauth-pw"] {
+            assert!(!debug.contains(secret), "{secret} leaked: {debug}");
+        }
+        assert!(debug.contains("\"sasl.password\": ***"), "{debug}");
+    }
+
+    #[test]
+    fn redacted_properties_show_only_non_secret_values() {
+        let shown = source_with_secrets().redacted_properties();
+        let expected = [
+            ("sasl.jaas.config", "***"),
+            ("sasl.oauthbearer.config", "***"),
+            ("sasl.password", "***"),
+            ("sasl.username", "svc-paystream"),
+            ("security.protocol", "SASL_SSL"),
+            ("ssl.key.pem", "***"),
+        ];
+        let shown: Vec<(&str, &str)> = shown
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(shown, expected);
+    }
+
+    #[test]
+    fn constructors_use_the_documented_defaults() {
+        let k = KafkaSourceConfig::new("b:1", vec!["t".into()]);
+        assert_eq!(k.group_id, "paystream");
+        assert_eq!(k.start_from, StartFrom::Earliest);
+        assert_eq!(k.batch_max_events, 100_000);
+        assert_eq!(k.batch_max_wait, Duration::from_millis(250));
+        assert_eq!(k.max_message_bytes, 1 << 20);
+        assert_eq!(k.fetch_wait_max, Duration::from_millis(100));
+        let d = DeltaSinkConfig::new(vec!["k".into()], "./lake");
+        assert_eq!(d.target_file_size, 128 << 20);
+        assert_eq!(d.max_latency, Duration::from_secs(2));
+        assert_eq!(d.max_buffer_bytes, 256 << 20);
+        assert_eq!(d.s3, S3Options::default());
+        assert_eq!(StartFrom::Latest.as_str(), "latest");
+    }
+}

@@ -65,11 +65,13 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         return Err(too_large());
     }
     let whole: u128 = whole.parse().map_err(|_| too_large())?;
-    let mut bytes = whole * u128::from(multiplier);
+    let multiplier = u128::from(multiplier);
+    let mut bytes = whole.checked_mul(multiplier).ok_or_else(too_large)?;
     if !fraction.is_empty() {
         let digits: u128 = fraction.parse().map_err(|_| too_large())?;
         let scale = 10u128.pow(fraction.len() as u32);
-        bytes += digits * u128::from(multiplier) / scale;
+        let part = digits.checked_mul(multiplier).ok_or_else(too_large)? / scale;
+        bytes = bytes.checked_add(part).ok_or_else(too_large)?;
     }
     u64::try_from(bytes).map_err(|_| too_large())
 }

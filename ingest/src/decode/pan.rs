@@ -74,7 +74,7 @@ fn luhn_ok(b: &[u8], groups: &[(usize, usize)]) -> bool {
             double = !double;
         }
     }
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// Finds card numbers among the digit `groups` of one run and records the positions to mask.

@@ -164,7 +164,7 @@ pub(crate) fn walk<'a>(
     mut extra: Option<&mut ExtraWriter>,
     scratch: &mut NestedScratch,
 ) {
-    for (key, raw) in fields {
+    for (key, raw) in fields.iter().map(|(k, v)| (k, *v)) {
         let Some(child) = node.children.get(&**key) else {
             if let Some(x) = extra.as_deref_mut() {
                 if !skip(key) {
@@ -173,7 +173,6 @@ pub(crate) fn walk<'a>(
             }
             continue;
         };
-        let raw: &'a RawValue = *raw;
         if raw.get() != "null" {
             for t in &child.targets {
                 let slot = &mut slots[t.slot];

@@ -145,6 +145,7 @@ pub(crate) fn corrupt<R: Rng>(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use rand::rngs::StdRng;

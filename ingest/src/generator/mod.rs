@@ -22,6 +22,7 @@ mod summary;
 mod wire;
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests;
 
 use paystream_core::dlq::ErrorKind;

@@ -382,6 +382,7 @@ async fn send<F: Future<Output = ()>>(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use crate::generator::GeneratorOptions;
@@ -495,6 +496,40 @@ mod tests {
             "consumed messages differ from the generated ones"
         );
         assert_eq!(sorted_ids(summary), sorted_ids(expected_summary));
+    }
+
+    /// Throughput against the in-process mock broker:
+    /// `cargo test -p paystream-ingest --lib generator::produce -- --ignored --nocapture`.
+    #[tokio::test]
+    #[ignore = "a measurement, not a check"]
+    async fn throughput_on_the_mock_cluster() {
+        let n = 200_000u64;
+        let cluster = MockCluster::new(1).unwrap();
+        let mut gen = Generator::new(options());
+        for topic in gen.topics() {
+            cluster.create_topic(topic, 6, 1).unwrap();
+        }
+        let opts = ProduceOptions {
+            brokers: cluster.bootstrap_servers(),
+            count: Some(n),
+            ..Default::default()
+        };
+        let mut summary = Summary::default();
+        let stats = tokio::time::timeout(
+            Duration::from_secs(300),
+            produce(&mut gen, &opts, &mut summary, std::future::pending()),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        println!(
+            "produced {} messages, {:.1} MB in {:?}: {:.0} msg/s",
+            stats.sent,
+            stats.bytes as f64 / 1e6,
+            stats.elapsed,
+            stats.sent as f64 / stats.elapsed.as_secs_f64()
+        );
+        assert_eq!(summary.total, n);
     }
 
     #[tokio::test]

@@ -106,6 +106,7 @@ impl Summary {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use paystream_core::dlq::ErrorKind;

@@ -261,6 +261,7 @@ fn string(out: &mut Vec<u8>, s: &[u8]) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

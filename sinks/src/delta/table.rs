@@ -83,30 +83,32 @@ impl LakeTable {
         };
         let url = location.table(name)?;
         let lake_schema = lake_schema(&schema);
-        let loaded = DeltaTableBuilder::from_url(url.clone())
+        let mut table = DeltaTableBuilder::from_url(url.clone())
             .map_err(delta_err)?
             .with_storage_options(location.options().clone())
-            .load()
-            .await;
-        let table = match loaded {
-            Ok(t) => t,
-            Err(DeltaTableError::NotATable(_)) | Err(DeltaTableError::InvalidTableLocation(_)) => {
-                let kernel: StructType = lake_schema
-                    .clone()
-                    .try_into_kernel()
-                    .map_err(|e| delta_err(DeltaTableError::from(e)))?;
-                deltalake::operations::create::CreateBuilder::new()
-                    .with_location(url.as_str())
-                    .with_storage_options(location.options().clone())
-                    .with_table_name(name)
-                    .with_columns(kernel.fields().cloned())
-                    .with_partition_columns([PARTITION_COLUMN])
-                    .with_save_mode(SaveMode::Ignore)
-                    .await
-                    .map_err(delta_err)?
-            }
-            Err(e) => return Err(delta_err(e)),
-        };
+            .build()
+            .map_err(delta_err)?;
+        let exists = table
+            .verify_deltatable_existence()
+            .await
+            .map_err(delta_err)?;
+        if exists {
+            table.load().await.map_err(delta_err)?;
+        } else {
+            let kernel: StructType = lake_schema
+                .clone()
+                .try_into_kernel()
+                .map_err(|e| delta_err(DeltaTableError::from(e)))?;
+            table = deltalake::operations::create::CreateBuilder::new()
+                .with_location(url.as_str())
+                .with_storage_options(location.options().clone())
+                .with_table_name(name)
+                .with_columns(kernel.fields().cloned())
+                .with_partition_columns([PARTITION_COLUMN])
+                .with_save_mode(SaveMode::Ignore)
+                .await
+                .map_err(delta_err)?;
+        }
         let writer = RecordBatchWriter::for_table(&table)
             .map_err(delta_err)?
             .with_target_file_size(target_file_size)
