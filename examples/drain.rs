@@ -1,8 +1,9 @@
 //! The broker's own ceiling for `scripts/bench`: a bare librdkafka consumer that drains topics
 //! from the beginning to their current end, touching each payload once and doing nothing else.
 //!
-//! Usage: `drain BROKERS TOPIC[,TOPIC...] [FETCH_WAIT_MS]`; prints
-//! `drained N messages in S s: R msg/s`, the same line `paystream run` prints.
+//! Usage: `drain BROKERS TOPIC[,TOPIC...] COUNT [FETCH_WAIT_MS]`; prints
+//! `drained N messages in S s: R msg/s`, the same line `paystream run` prints. The count is
+//! given rather than read from the watermarks because tansu 0.6 reports low high-watermarks.
 
 use std::time::{Duration, Instant};
 
@@ -13,10 +14,11 @@ use rdkafka::{Offset, TopicPartitionList};
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let (Some(brokers), Some(topics)) = (args.get(1), args.get(2)) else {
-        bail!("usage: drain BROKERS TOPIC[,TOPIC...] [FETCH_WAIT_MS]");
+    let (Some(brokers), Some(topics), Some(count)) = (args.get(1), args.get(2), args.get(3)) else {
+        bail!("usage: drain BROKERS TOPIC[,TOPIC...] COUNT [FETCH_WAIT_MS]");
     };
-    let fetch_wait = args.get(3).map_or("10", String::as_str);
+    let mut remaining: i64 = count.parse().context("COUNT must be a number")?;
+    let fetch_wait = args.get(4).map_or("10", String::as_str);
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "paystream-bench-drain")
@@ -28,13 +30,10 @@ fn main() -> Result<()> {
         .context("creating the consumer")?;
     let timeout = Duration::from_secs(10);
     let mut tpl = TopicPartitionList::new();
-    let mut remaining = 0i64;
     for topic in topics.split(',') {
         let md = consumer.fetch_metadata(Some(topic), timeout)?;
         for t in md.topics() {
             for p in t.partitions() {
-                let (low, high) = consumer.fetch_watermarks(topic, p.id(), timeout)?;
-                remaining += high - low;
                 tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
             }
         }

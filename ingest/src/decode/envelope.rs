@@ -15,6 +15,7 @@ use serde_json::value::RawValue;
 
 use super::object::Fields;
 use super::time::{read_header_timestamp, read_timestamp};
+use super::trace::parse_traceparent;
 use super::value::{as_str, integer_text, is_null, shown, wrong_type, FieldError};
 
 /// How a message was encoded.
@@ -359,37 +360,6 @@ impl<'a> Located<'a> {
     }
 }
 
-fn is_lower_hex(s: &str) -> bool {
-    s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
-
-/// Parses a W3C `traceparent` (`00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`) into
-/// `(trace_id, span_id)`. Later versions may append fields after the flags; version `ff` and
-/// all-zero ids are invalid.
-pub(crate) fn parse_traceparent(s: &str) -> Option<(&str, &str)> {
-    let b = s.as_bytes();
-    if b.len() < 55 || b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
-        return None;
-    }
-    let (version, trace, span, flags) = (&s[0..2], &s[3..35], &s[36..52], &s[53..55]);
-    if !is_lower_hex(version) || version == "ff" {
-        return None;
-    }
-    if version == "00" && b.len() != 55 {
-        return None;
-    }
-    if b.len() > 55 && b[55] != b'-' {
-        return None;
-    }
-    if !is_lower_hex(trace) || !is_lower_hex(span) || !is_lower_hex(flags) {
-        return None;
-    }
-    if trace.bytes().all(|c| c == b'0') || span.bytes().all(|c| c == b'0') {
-        return None;
-    }
-    Some((trace, span))
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -421,30 +391,6 @@ mod tests {
             loc.form,
             loc.validate(|t| (t == "PaymentAuthorized").then_some(3)),
         )
-    }
-
-    #[test]
-    fn traceparent_parsing() {
-        assert_eq!(
-            parse_traceparent(TP),
-            Some(("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"))
-        );
-        let future = format!("01{}-extra", &TP[2..]);
-        assert!(parse_traceparent(&future).is_some());
-        for bad in [
-            "",
-            "garbage",
-            &TP[..54],
-            &format!("{TP}-x"),
-            &format!("ff{}", &TP[2..]),
-            &TP.to_uppercase(),
-            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736_00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",
-        ] {
-            assert_eq!(parse_traceparent(bad), None, "{bad}");
-        }
     }
 
     #[test]

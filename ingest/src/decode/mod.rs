@@ -31,6 +31,7 @@ mod paths;
 mod plan;
 mod table;
 mod time;
+mod trace;
 mod value;
 
 #[cfg(test)]

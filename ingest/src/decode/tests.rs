@@ -149,7 +149,10 @@ fn plain_event() {
         Some("00f067aa0ba902b7")
     );
     assert_eq!(string(&batch, "card_last4").as_deref(), Some("1111"));
-    assert_eq!(string(&batch, "extra").as_deref(), Some(r#"{"device":{"os":"ios"}}"#));
+    assert_eq!(
+        string(&batch, "extra").as_deref(),
+        Some(r#"{"device":{"os":"ios"}}"#)
+    );
 }
 
 #[test]

@@ -8,6 +8,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -97,6 +98,8 @@ struct Reports {
 #[derive(Default)]
 struct DeliveryContext {
     reports: Mutex<Reports>,
+    /// Delivery callbacks so far: tells the drain loop whether a poll served anything.
+    served: AtomicU64,
 }
 
 impl ClientContext for DeliveryContext {}
@@ -105,6 +108,7 @@ impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = Box<Truth>;
 
     fn delivery(&self, result: &DeliveryResult<'_>, truth: Box<Truth>) {
+        self.served.fetch_add(1, Ordering::Relaxed);
         let mut r = self.reports.lock().unwrap_or_else(PoisonError::into_inner);
         match result {
             Ok(msg) => r.ok.push((*truth, msg.payload().map_or(0, <[u8]>::len))),
@@ -127,9 +131,18 @@ struct Tally {
 }
 
 impl Tally {
-    /// Moves confirmed deliveries into `summary`.
+    /// Serves every pending delivery report and moves the confirmed ones into `summary`.
     fn drain(&mut self, producer: &BaseProducer<DeliveryContext>, summary: &mut Summary) {
-        producer.poll(Duration::ZERO);
+        // One poll serves one event (one batch of reports): poll until nothing more comes,
+        // or reports pile up in librdkafka, holding their messages and filling its queue.
+        let served = &producer.context().served;
+        loop {
+            let before = served.load(Ordering::Relaxed);
+            producer.poll(Duration::ZERO);
+            if served.load(Ordering::Relaxed) == before {
+                break;
+            }
+        }
         let reports = {
             let mut r = producer
                 .context()
