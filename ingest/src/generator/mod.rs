@@ -8,7 +8,7 @@
 //! - `ids`: ids and trace context from the seeded RNG, and the card-number guard;
 //! - `wire`: plain JSON and CloudEvents structured/binary rendering, event-time encodings;
 //! - `bad`: one-defect bad records, one per DLQ kind;
-//! - [`produce`]: the Kafka producer loop; [`Summary`]: the truth of what is in Kafka.
+//! - [`produce()`]: the Kafka producer loop; [`Summary`]: the truth of what is in Kafka.
 //!
 //! Every [`GeneratedMessage`] carries its [`Truth`]: what the pipeline must make of it (a row in
 //! a table with this id and amount, or a DLQ record of this kind).
