@@ -145,7 +145,6 @@ pub(crate) fn corrupt<R: Rng>(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use rand::rngs::StdRng;

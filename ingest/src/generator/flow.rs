@@ -428,7 +428,6 @@ fn refund_content<R: Rng>(rng: &mut R, p: &Payment) -> Content {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use rand::rngs::StdRng;

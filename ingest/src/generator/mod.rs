@@ -22,7 +22,6 @@ mod summary;
 mod wire;
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests;
 
 use paystream_core::dlq::ErrorKind;

@@ -286,7 +286,6 @@ pub(crate) fn decimal_trimmed(minor: i64, exponent: u32) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use rand::rngs::StdRng;

@@ -395,7 +395,6 @@ async fn send<F: Future<Output = ()>>(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use crate::generator::GeneratorOptions;

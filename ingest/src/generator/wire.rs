@@ -261,7 +261,6 @@ fn string(out: &mut Vec<u8>, s: &[u8]) {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
