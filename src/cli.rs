@@ -45,7 +45,12 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct ConfigArg {
     /// Pipeline file.
-    #[arg(short, long, default_value = "pipelines.toml", env = "PAYSTREAM_CONFIG")]
+    #[arg(
+        short,
+        long,
+        default_value = "pipelines.toml",
+        env = "PAYSTREAM_CONFIG"
+    )]
     pub config: PathBuf,
 }
 

@@ -60,7 +60,8 @@ pub async fn generate(args: GenerateArgs) -> Result<ExitCode> {
 }
 
 pub async fn demo(args: DemoArgs) -> Result<ExitCode> {
-    let cluster = MockCluster::new(1).context("starting the embedded Kafka (librdkafka mock cluster)")?;
+    let cluster =
+        MockCluster::new(1).context("starting the embedded Kafka (librdkafka mock cluster)")?;
     for (topic, partitions) in [("payments", 6), ("orders", 3), ("refunds", 3)] {
         cluster
             .create_topic(topic, partitions, 1)

@@ -20,7 +20,10 @@ use cli::{Cli, Command, LogFormat, OutputFormat};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -99,9 +102,12 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
 async fn query(args: cli::QueryArgs) -> Result<ExitCode> {
     let cfg = args.config.as_deref().map(load).transpose()?;
     let sink = cfg.as_ref().and_then(|c| {
-        c.sinks.values().map(|s| match s {
-            SinkConfig::Delta(d) => d,
-        }).next()
+        c.sinks
+            .values()
+            .map(|s| match s {
+                SinkConfig::Delta(d) => d,
+            })
+            .next()
     });
     let location = match (&args.lake, sink) {
         (Some(uri), _) => LakeLocation::resolve(uri, env_storage_options())?,

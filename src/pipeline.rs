@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use paystream_core::config::{Config, DeltaSinkConfig, KafkaSourceConfig, SinkConfig, SourceConfig, StartFrom};
+use paystream_core::config::{
+    Config, DeltaSinkConfig, KafkaSourceConfig, SinkConfig, SourceConfig, StartFrom,
+};
 use paystream_ingest::kafka::{self, SourceEvent, SourceOptions, SourceStats};
 use paystream_sinks::delta::{storage_options, Lake, LakeLocation, OffsetRange, PartitionKey};
 use tokio::sync::mpsc::Receiver;
@@ -79,6 +81,7 @@ pub fn source_options(k: &KafkaSourceConfig, run: &RunOptions) -> SourceOptions 
             .map(|(key, v)| (key.clone(), v.expose().to_string()))
             .collect(),
         stop_when_idle: run.stop_when_idle,
+        resume_rewind: i64::try_from(k.resume_rewind).unwrap_or(i64::MAX),
     }
 }
 
@@ -93,13 +96,22 @@ fn plan(cfg: &Config) -> Result<(&KafkaSourceConfig, &DeltaSinkConfig)> {
     }
     let (sink_id, sink) = match cfg.sinks.iter().next() {
         Some((id, SinkConfig::Delta(d))) if cfg.sinks.len() == 1 => (id, d),
-        _ => bail!("{}: exactly one delta sink is supported per pipeline", cfg.file),
+        _ => bail!(
+            "{}: exactly one delta sink is supported per pipeline",
+            cfg.file
+        ),
     };
     let [input] = sink.inputs.as_slice() else {
-        bail!("{}: sinks.{sink_id}.inputs: exactly one kafka source is supported", cfg.file);
+        bail!(
+            "{}: sinks.{sink_id}.inputs: exactly one kafka source is supported",
+            cfg.file
+        );
     };
     let Some(SourceConfig::Kafka(k)) = cfg.sources.get(input) else {
-        bail!("{}: sinks.{sink_id}.inputs: {input} is not a kafka source", cfg.file);
+        bail!(
+            "{}: sinks.{sink_id}.inputs: {input} is not a kafka source",
+            cfg.file
+        );
     };
     Ok((k, sink))
 }
@@ -141,7 +153,9 @@ pub async fn run(cfg: &Config, run: RunOptions) -> Result<Totals> {
             stop.store(true, Ordering::SeqCst);
         })
     });
-    let progress = run.progress_every.map(|every| tokio::spawn(progress(stats.clone(), every)));
+    let progress = run
+        .progress_every
+        .map(|every| tokio::spawn(progress(stats.clone(), every)));
 
     let sink = SinkLoop {
         lake,
@@ -196,7 +210,12 @@ async fn progress(stats: Arc<SourceStats>, every: Duration) {
         tokio::time::sleep(every).await;
         let n = stats.messages.load(Ordering::Relaxed);
         let rate = (n - last.0) as f64 / last.1.elapsed().as_secs_f64().max(1e-3);
-        info!(consumed = n, per_sec = rate.round(), batches = stats.batches.load(Ordering::Relaxed), "progress");
+        info!(
+            consumed = n,
+            per_sec = rate.round(),
+            batches = stats.batches.load(Ordering::Relaxed),
+            "progress"
+        );
         last = (n, Instant::now());
     }
 }
@@ -263,7 +282,12 @@ impl SinkLoop {
                 Some(SourceEvent::Resume { partitions, reply }) => {
                     let res = self.lake.resume(&keys(&partitions)).await;
                     let answer = res
-                        .map(|m| keys(&partitions).iter().map(|k| m.get(k).copied().flatten()).collect())
+                        .map(|m| {
+                            keys(&partitions)
+                                .iter()
+                                .map(|k| m.get(k).copied().flatten())
+                                .collect()
+                        })
                         .map_err(|e| e.to_string());
                     let _ = reply.send(answer);
                 }

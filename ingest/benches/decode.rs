@@ -34,10 +34,10 @@ fn data(i: usize) -> String {
         _ => ("GBP", format!("\"{}.{:02}\"", 1 + i % 300, (i * 3) % 100)),
     };
     format!(
-        r#""payment_id":"pay_{i:010}","order_id":"ord_{o:010}","merchant_id":"mer_{m:05}","customer_id":"cus_{c:08}","amount":{amount},"currency":"{currency}","payment_method":"card","card":{{"bin":"411111","last4":"{l:04}","network":"visa"}},"country":"DE","risk_score":0.{r:03},"decision_latency_ms":{d},"installments":1"#,
-        o = i * 31,
+        r#""payment_id":"pay_{i:08}","order_id":"ord_{o:08}","merchant_id":"mer_{m:04}","customer_id":"cus_{c:06}","amount":{amount},"currency":"{currency}","payment_method":"card","card":{{"bin":"411111","last4":"{l:04}","network":"visa"}},"country":"DE","risk_score":0.{r:03},"decision_latency_ms":{d},"installments":1"#,
+        o = i * 31 % 100_000_000,
         m = i % 977,
-        c = i * 13 % 100_000,
+        c = i * 13 % 1_000_000,
         l = i % 10_000,
         r = i % 1000,
         d = 20 + i % 180,
@@ -56,7 +56,7 @@ fn time(i: usize) -> String {
 
 fn plain(i: usize) -> Message {
     let payload = format!(
-        r#"{{"event_id":"evt_{i:016}","event_type":"PaymentAuthorized","event_time":"{}","source":"checkout","schema_version":"1",{}}}"#,
+        r#"{{"event_id":"evt_{i:012}","event_type":"PaymentAuthorized","event_time":"{}","source":"checkout","schema_version":"1",{}}}"#,
         time(i),
         data(i)
     );
@@ -68,7 +68,7 @@ fn plain(i: usize) -> Message {
 
 fn structured(i: usize) -> Message {
     let payload = format!(
-        r#"{{"specversion":"1.0","id":"evt_{i:016}","type":"PaymentAuthorized","source":"checkout","time":"{}","traceparent":"{TRACEPARENT}","data":{{{}}}}}"#,
+        r#"{{"specversion":"1.0","id":"evt_{i:012}","type":"PaymentAuthorized","source":"checkout","time":"{}","traceparent":"{TRACEPARENT}","data":{{{}}}}}"#,
         time(i),
         data(i)
     );
@@ -83,7 +83,7 @@ fn binary(i: usize) -> Message {
         payload: format!("{{{}}}", data(i)).into_bytes(),
         headers: vec![
             ("ce_specversion", Some(b"1.0".to_vec())),
-            ("ce_id", Some(format!("evt_{i:016}").into_bytes())),
+            ("ce_id", Some(format!("evt_{i:012}").into_bytes())),
             ("ce_type", Some(b"PaymentAuthorized".to_vec())),
             ("ce_source", Some(b"checkout".to_vec())),
             ("ce_time", Some(time(i).into_bytes())),

@@ -23,9 +23,7 @@ pub fn render(batches: &[RecordBatch], format: Format) -> Result<String> {
         Format::Csv => {
             let mut out = Vec::new();
             {
-                let mut w = WriterBuilder::new()
-                    .with_header(true)
-                    .build(&mut out);
+                let mut w = WriterBuilder::new().with_header(true).build(&mut out);
                 for b in batches {
                     w.write(b)?;
                 }
@@ -80,7 +78,13 @@ mod tests {
     fn json_is_one_object_per_line() {
         let s = render(&[batch()], Format::Json).unwrap();
         let lines: Vec<_> = s.lines().collect();
-        assert_eq!(lines, [r#"{"currency":"EUR","total":1999}"#, r#"{"currency":"JPY","total":500}"#]);
+        assert_eq!(
+            lines,
+            [
+                r#"{"currency":"EUR","total":1999}"#,
+                r#"{"currency":"JPY","total":500}"#
+            ]
+        );
     }
 
     #[test]

@@ -55,7 +55,11 @@ impl SqlTransform {
             )));
         }
         let ctx = self.context(vec![batch])?;
-        Ok(ctx.sql_with_options(&self.sql, self.options).await?.collect().await?)
+        Ok(ctx
+            .sql_with_options(&self.sql, self.options)
+            .await?
+            .collect()
+            .await?)
     }
 }
 
@@ -104,11 +108,15 @@ mod tests {
     #[tokio::test]
     async fn refuses_statements_that_do_not_plan_or_write() {
         let schema = batch().schema();
-        assert!(SqlTransform::try_new("payments", schema.clone(), "SELECT nope FROM payments")
-            .await
-            .is_err());
-        assert!(SqlTransform::try_new("payments", schema, "DROP TABLE payments")
-            .await
-            .is_err());
+        assert!(
+            SqlTransform::try_new("payments", schema.clone(), "SELECT nope FROM payments")
+                .await
+                .is_err()
+        );
+        assert!(
+            SqlTransform::try_new("payments", schema, "DROP TABLE payments")
+                .await
+                .is_err()
+        );
     }
 }

@@ -81,6 +81,9 @@ pub fn parse(cx: &mut Cx<'_>, mut node: Node<'_, '_>) -> Option<KafkaSourceConfi
             Ok(d)
         })
         .unwrap_or(DEFAULT_FETCH_WAIT_MAX);
+    let resume_rewind = cx
+        .optional(&mut node, "resume_rewind", to_positive)
+        .unwrap_or(0);
     let librdkafka = match node.take("librdkafka") {
         Some(v) => properties(cx, &node.key("librdkafka"), v),
         None => BTreeMap::new(),
@@ -95,6 +98,7 @@ pub fn parse(cx: &mut Cx<'_>, mut node: Node<'_, '_>) -> Option<KafkaSourceConfi
         batch_max_wait,
         max_message_bytes,
         fetch_wait_max,
+        resume_rewind,
         librdkafka,
     })
 }

@@ -88,6 +88,11 @@ pub struct KafkaSourceConfig {
     pub max_message_bytes: u64,
     /// librdkafka `fetch.wait.max.ms` (at most 5 minutes).
     pub fetch_wait_max: Duration,
+    /// Start fetching this many offsets before the lake's offset when a partition is assigned
+    /// (0, the default, for Kafka). Rows the lake already holds are dropped by offset, so this
+    /// only costs a short re-read; it exists for brokers such as tansu 0.6 that return nothing
+    /// for a fetch starting inside a record batch.
+    pub resume_rewind: usize,
     /// Any other librdkafka property, values as strings.
     pub librdkafka: BTreeMap<String, SecretString>,
 }
@@ -104,6 +109,7 @@ impl KafkaSourceConfig {
             batch_max_wait: DEFAULT_BATCH_MAX_WAIT,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             fetch_wait_max: DEFAULT_FETCH_WAIT_MAX,
+            resume_rewind: 0,
             librdkafka: BTreeMap::new(),
         }
     }

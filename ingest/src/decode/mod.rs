@@ -17,13 +17,14 @@
 //! allocates nothing of its own.
 //!
 //! Layout: [`envelope`] (wire forms, envelope, traceparent), [`object`] (the one JSON parse),
-//! [`paths`] (member-to-column trie and `extra`), [`plan`] (per-table columns and typed reads),
+//! [`paths`] (member-to-column trie and `extra`), [`keys`] (its name index), [`plan`] (per-table columns and typed reads),
 //! [`value`], [`money`], [`currency`], [`time`] (typed reads), [`table`] and [`dlq`] (Arrow
 //! builders), [`pan`] (card-number masking).
 
 mod currency;
 mod dlq;
 mod envelope;
+mod keys;
 mod money;
 mod object;
 mod pan;
@@ -52,8 +53,9 @@ pub use pan::mask_pans;
 
 use dlq::DlqBuilders;
 use envelope::{is_plain_envelope_key, locate, WireForm};
+use keys::KeyIndex;
 use object::{parse_nested, parse_object, recycle, Fields, Shape};
-use paths::{walk, ExtraWriter, KeyMap, NestedScratch, Slots};
+use paths::{walk, ExtraWriter, NestedScratch, Slots};
 use plan::{TablePlan, Val};
 use table::TableBuilders;
 use value::{wrong_type, FieldError};
@@ -97,7 +99,7 @@ pub struct Normaliser {
     opts: NormaliseOptions,
     plans: Vec<TablePlan>,
     tables: Vec<TableBuilders>,
-    routes: KeyMap<usize>,
+    routes: KeyIndex<usize>,
     dlq: DlqBuilders,
     good: u64,
     bad: BTreeMap<ErrorKind, u64>,
@@ -126,7 +128,7 @@ impl Normaliser {
     /// like an envelope column, an empty path segment, an event type routed to two tables).
     pub fn try_new(schema: &SchemaSpec, opts: NormaliseOptions) -> Result<Self> {
         let mut plans = Vec::new();
-        let mut routes: KeyMap<usize> = KeyMap::default();
+        let mut routes: KeyIndex<usize> = KeyIndex::default();
         for spec in schema.tables() {
             let plan = TablePlan::try_new(spec).map_err(Error::Decode)?;
             let idx = plans.len();
@@ -138,7 +140,7 @@ impl Normaliser {
                         first.name, spec.name
                     )));
                 }
-                routes.insert(ty.as_str().into(), idx);
+                routes.get_or_insert_with(ty, || idx);
             }
             plans.push(plan);
         }

@@ -6,61 +6,11 @@
 //! slots (a column keeps the candidate of its earliest-listed path), a member with mapped
 //! children is descended into, and every other member is written to `extra`. Nested objects
 //! are parsed only when the trie says a path goes inside them.
-//!
-//! Keys are hashed with a small multiply-rotate hash instead of SipHash: the maps are fixed at
-//! start-up and only looked up, never filled from input, so hash flooding cannot degrade them,
-//! and the lookup is on the per-field hot path.
-
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 
 use serde_json::value::RawValue;
 
+use super::keys::KeyIndex;
 use super::object::{parse_nested, recycle, Fields};
-
-/// Multiply-rotate hasher for short keys (the FxHash construction).
-#[derive(Default, Clone, Copy)]
-pub(crate) struct KeyHasher(u64);
-
-const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
-
-impl KeyHasher {
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(SEED);
-    }
-}
-
-impl Hasher for KeyHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(c);
-            self.add(u64::from_le_bytes(w));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut w = [0u8; 8];
-            w[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(w));
-        }
-    }
-
-    fn write_u8(&mut self, i: u8) {
-        self.add(u64::from(i));
-    }
-
-    fn write_usize(&mut self, i: usize) {
-        self.add(i as u64);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-/// A map keyed by strings from configuration, looked up by strings from events.
-pub(crate) type KeyMap<V> = HashMap<Box<str>, V, BuildHasherDefault<KeyHasher>>;
 
 /// Where a path leads: a slot and the path's rank among the slot's paths.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,7 +27,7 @@ pub(crate) struct Target {
 #[derive(Debug, Default)]
 pub(crate) struct Node {
     pub targets: Vec<Target>,
-    pub children: KeyMap<Node>,
+    pub children: KeyIndex<Node>,
 }
 
 impl Node {
@@ -85,7 +35,7 @@ impl Node {
     pub fn insert(&mut self, path: &str, target: Target) {
         let mut node = self;
         for segment in path.split('.') {
-            node = node.children.entry(segment.into()).or_default();
+            node = node.children.get_or_insert_with(segment, Node::default);
         }
         node.targets.push(target);
     }
@@ -225,7 +175,6 @@ pub(crate) fn walk<'a>(
 mod tests {
     use super::*;
     use crate::decode::object::parse_object;
-    use std::hash::BuildHasher;
 
     fn trie() -> Node {
         let mut root = Node::default();
@@ -328,23 +277,5 @@ mod tests {
         let (slots, extra) = run(r#"{"card":"visa"}"#);
         assert_eq!(slots[1], None);
         assert_eq!(extra.as_deref(), Some(r#"{"card":"visa"}"#));
-    }
-
-    #[test]
-    fn hasher_spreads_short_keys() {
-        let build = BuildHasherDefault::<KeyHasher>::default();
-        let keys = [
-            "amount",
-            "amount_minor",
-            "currency",
-            "card",
-            "a",
-            "b",
-            "ab",
-            "ba",
-        ];
-        let hashes: std::collections::HashSet<u64> =
-            keys.iter().map(|k| build.hash_one(k)).collect();
-        assert_eq!(hashes.len(), keys.len());
     }
 }

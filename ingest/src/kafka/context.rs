@@ -10,13 +10,14 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::mpsc::Sender;
 use tracing::{error, info, warn};
 
-use super::worker::Shared;
+use super::worker::{Part, Shared};
 use super::SourceEvent;
 
 pub struct SourceContext {
     pub(super) tx: Sender<SourceEvent>,
     pub(super) shared: Arc<Mutex<Shared>>,
     pub(super) start_from_end: bool,
+    pub(super) rewind: i64,
 }
 
 impl ClientContext for SourceContext {}
@@ -56,8 +57,17 @@ impl SourceContext {
         } else {
             Offset::Beginning
         };
+        let mut parts = Vec::with_capacity(partitions.len());
         for ((topic, partition), offset) in partitions.iter().zip(offsets) {
-            let o = offset.map_or(default, Offset::Offset);
+            // Rows below the lake's offset that a rewind re-reads are dropped by the sink's
+            // per-table offset filter; the guard below only stops true redeliveries.
+            let o = offset.map_or(default, |o| Offset::Offset((o - self.rewind).max(0)));
+            parts.push(Part {
+                topic: topic.clone(),
+                partition: *partition,
+                next: 0,
+                range: None,
+            });
             if let Err(e) = tpl.set_partition_offset(topic, *partition, o) {
                 self.lock().fatal = Some(format!("setting offset of {topic}/{partition}: {e}"));
                 return;
@@ -76,6 +86,12 @@ impl SourceContext {
         shared.assigned.extend(partitions);
         shared.assigned.sort();
         shared.assigned.dedup();
+        for p in parts {
+            shared
+                .parts
+                .retain(|q| !(q.partition == p.partition && q.topic == p.topic));
+            shared.parts.push(p);
+        }
     }
 
     fn on_revoke(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
@@ -86,6 +102,11 @@ impl SourceContext {
             let mut shared = self.lock();
             shared.drop_unsent();
             shared.assigned.retain(|p| !partitions.contains(p));
+            shared.parts.retain(|q| {
+                !partitions
+                    .iter()
+                    .any(|(t, n)| *n == q.partition && *t == q.topic)
+            });
         }
         if let Err(e) = self.ask(|reply| SourceEvent::Revoke {
             partitions: partitions.clone(),

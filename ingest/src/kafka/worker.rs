@@ -40,6 +40,8 @@ pub struct SourceOptions {
     pub properties: Vec<(String, String)>,
     /// Stop by itself once no message has come for this long and everything is committed.
     pub stop_when_idle: Option<Duration>,
+    /// Fetch this many offsets before the lake's offset on assignment (see the config key).
+    pub resume_rewind: i64,
 }
 
 /// Counters the source keeps, readable from any thread.
@@ -56,13 +58,26 @@ pub struct SourceStats {
 /// context and the loop are two owners.
 pub(super) struct Shared {
     normaliser: Normaliser,
-    ranges: BTreeMap<(String, i32), (i64, i64)>,
+    /// Per assigned partition: the next offset expected and the range in the batch being built.
+    /// A short vector: a linear scan beats hashing a topic name per message.
+    pub(super) parts: Vec<Part>,
     messages: u64,
     bytes: u64,
     started: Option<Instant>,
     outbox: Option<DecodedBatch>,
     pub(super) assigned: Vec<(String, i32)>,
     pub(super) fatal: Option<String>,
+}
+
+/// One assigned partition as the poll loop tracks it.
+pub(super) struct Part {
+    pub(super) topic: String,
+    pub(super) partition: i32,
+    /// Offsets below this were already delivered in this assignment: a broker that hands a
+    /// record batch over twice must not make us write it twice.
+    pub(super) next: i64,
+    /// `[first, next)` of this partition in the batch being built.
+    pub(super) range: Option<(i64, i64)>,
 }
 
 impl Shared {
@@ -72,28 +87,37 @@ impl Shared {
             // The rows are thrown away; only the builders' reset matters.
             let _ = self.normaliser.finish();
         }
-        self.ranges.clear();
+        for p in &mut self.parts {
+            p.range = None;
+        }
         self.messages = 0;
         self.bytes = 0;
         self.started = None;
         self.outbox = None;
     }
 
+    fn has_rows(&self) -> bool {
+        self.parts.iter().any(|p| p.range.is_some())
+    }
+
     fn take_batch(&mut self) -> Result<Option<DecodedBatch>> {
-        if self.ranges.is_empty() {
+        if !self.has_rows() {
             return Ok(None);
         }
         let data = self
             .normaliser
             .finish()
             .map_err(|e| Error::Decode(e.to_string()))?;
-        let ranges = std::mem::take(&mut self.ranges)
-            .into_iter()
-            .map(|((topic, partition), (first, next))| Range {
-                topic,
-                partition,
-                first,
-                next,
+        let ranges = self
+            .parts
+            .iter_mut()
+            .filter_map(|p| {
+                p.range.take().map(|(first, next)| Range {
+                    topic: p.topic.clone(),
+                    partition: p.partition,
+                    first,
+                    next,
+                })
             })
             .collect();
         let batch = DecodedBatch {
@@ -151,7 +175,11 @@ fn client_config(opts: &SourceOptions) -> ClientConfig {
         .set("group.id", &opts.group_id)
         .set(
             "auto.offset.reset",
-            if opts.start_from_end { "latest" } else { "earliest" },
+            if opts.start_from_end {
+                "latest"
+            } else {
+                "earliest"
+            },
         )
         .set(
             "fetch.wait.max.ms",
@@ -186,7 +214,7 @@ pub fn spawn(
     .map_err(|e| Error::Decode(e.to_string()))?;
     let shared = Arc::new(Mutex::new(Shared {
         normaliser,
-        ranges: BTreeMap::new(),
+        parts: Vec::new(),
         messages: 0,
         bytes: 0,
         started: None,
@@ -198,6 +226,7 @@ pub fn spawn(
         tx: tx.clone(),
         shared: shared.clone(),
         start_from_end: opts.start_from_end,
+        rewind: opts.resume_rewind.max(0),
     };
     let consumer: BaseConsumer<SourceContext> =
         client_config(&opts).create_with_context(context)?;
@@ -296,7 +325,7 @@ impl Worker {
             if shared.outbox.is_none() && (full || due) {
                 shared.outbox = shared.take_batch()?;
             }
-            let idle = shared.ranges.is_empty() && shared.outbox.is_none();
+            let idle = !shared.has_rows() && shared.outbox.is_none();
             let has_assignment = !shared.assigned.is_empty();
             drop(shared);
             if let Some(limit) = self.opts.stop_when_idle {
@@ -328,11 +357,30 @@ impl Worker {
         };
         let len = m.payload_len() as u64;
         let now = chrono::Utc::now().timestamp_micros();
+        let offset = m.offset();
         let mut shared = self.lock();
+        let Some(i) = shared
+            .parts
+            .iter()
+            .position(|p| p.partition == m.partition() && p.topic == m.topic())
+        else {
+            // Not (or no longer) ours: a message fetched before a revocation.
+            return;
+        };
+        if offset < shared.parts[i].next {
+            debug!(
+                topic = m.topic(),
+                partition = m.partition(),
+                offset,
+                "redelivered message skipped"
+            );
+            return;
+        }
         shared.normaliser.push(&rec, now);
-        let key = (m.topic().to_string(), m.partition());
-        let e = shared.ranges.entry(key).or_insert((m.offset(), m.offset()));
-        e.1 = m.offset() + 1;
+        let part = &mut shared.parts[i];
+        part.next = offset + 1;
+        let range = part.range.get_or_insert((offset, offset));
+        range.1 = offset + 1;
         shared.messages += 1;
         shared.bytes += len;
         shared.started.get_or_insert_with(Instant::now);

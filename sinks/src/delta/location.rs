@@ -47,13 +47,12 @@ impl LakeLocation {
             Url::parse(uri.trim_end_matches('/')).map_err(|e| err(e.to_string()))?
         } else if uri.contains("://") {
             return Err(err(
-                "only local paths, file:// and s3:// are supported".into(),
+                "only local paths, file:// and s3:// are supported".into()
             ));
         } else {
             std::fs::create_dir_all(uri).map_err(|e| err(format!("cannot create folder: {e}")))?;
             let abs = std::fs::canonicalize(uri).map_err(|e| err(e.to_string()))?;
-            Url::from_directory_path(&abs)
-                .map_err(|()| err("not an absolute folder".into()))?
+            Url::from_directory_path(&abs).map_err(|()| err("not an absolute folder".into()))?
         };
         Ok(Self { root, options })
     }
@@ -133,10 +132,7 @@ mod tests {
         let e = LakeLocation::resolve("gs://b/x", HashMap::new()).unwrap_err();
         assert!(e.to_string().contains("only local paths"), "{e}");
         let loc = LakeLocation::resolve("s3://bucket/prefix/", HashMap::new()).unwrap();
-        assert_eq!(
-            loc.table("dlq").unwrap().as_str(),
-            "s3://bucket/prefix/dlq"
-        );
+        assert_eq!(loc.table("dlq").unwrap().as_str(), "s3://bucket/prefix/dlq");
     }
 
     #[test]
@@ -151,7 +147,10 @@ mod tests {
         );
         let loc = LakeLocation::resolve("s3://b/p", opts).unwrap();
         let dbg = format!("{loc:?}");
-        assert!(!dbg.contains("very-secret-value") && !dbg.contains("AKIDEXAMPLE"), "{dbg}");
+        assert!(
+            !dbg.contains("very-secret-value") && !dbg.contains("AKIDEXAMPLE"),
+            "{dbg}"
+        );
         assert!(dbg.contains("AWS_SECRET_ACCESS_KEY"));
     }
 }

@@ -75,7 +75,10 @@ impl Lake {
             LakeTable::open_or_create(location, &name, arrow_schema, target_file_size).await
         }))
         .await?;
-        let tables = opened.into_iter().map(|t| (t.name().to_string(), t)).collect();
+        let tables = opened
+            .into_iter()
+            .map(|t| (t.name().to_string(), t))
+            .collect();
         Ok(Self {
             pipeline: pipeline.to_string(),
             tables,

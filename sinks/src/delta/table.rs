@@ -215,9 +215,9 @@ impl LakeTable {
     /// partition. Only needed right after a resume, so the common case is one map lookup per
     /// range and no copy.
     fn drop_committed(&self, batch: RecordBatch, ranges: &[OffsetRange]) -> Result<RecordBatch> {
-        let replayed = ranges.iter().any(|r| {
-            matches!(self.committed.get(&r.partition), Some(Some(c)) if *c > r.first)
-        });
+        let replayed = ranges
+            .iter()
+            .any(|r| matches!(self.committed.get(&r.partition), Some(Some(c)) if *c > r.first));
         if !replayed || batch.num_rows() == 0 {
             return Ok(batch);
         }
@@ -239,7 +239,12 @@ impl LakeTable {
                 key.topic.clear();
                 key.topic.push_str(topics.value(i));
                 key.partition = parts.value(i);
-                let floor = self.committed.get(&key).copied().flatten().unwrap_or(i64::MIN);
+                let floor = self
+                    .committed
+                    .get(&key)
+                    .copied()
+                    .flatten()
+                    .unwrap_or(i64::MIN);
                 Some(offsets.value(i) >= floor)
             })
             .collect();

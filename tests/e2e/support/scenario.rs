@@ -45,7 +45,7 @@ pub struct Scenario {
     pub lake_uri: String,
     lake: Lake,
     /// Removes the folder when the scenario ends (None when kept).
-    _dir: Option<TempDir>,
+    dir: Option<TempDir>,
     path: PathBuf,
 }
 
@@ -75,7 +75,7 @@ impl Scenario {
             id,
             lake_uri,
             lake,
-            _dir: if keep {
+            dir: if keep {
                 let _ = dir.keep();
                 None
             } else {
@@ -151,8 +151,15 @@ impl Scenario {
     }
 
     /// `paystream generate` of `count` events (1% bad, 2% late) with `seed`, writing the
-    /// summary to [`Scenario::summary_path`]; `rate` in events per second, unlimited if None.
-    pub fn generate_cmd(&self, count: u64, seed: u64, rate: Option<u64>) -> Command {
+    /// summary to [`Scenario::summary_path`]; `rate` in events per second, unlimited if None;
+    /// `producer` as librdkafka producer properties (`-X key=value`).
+    pub fn generate_cmd(
+        &self,
+        count: u64,
+        seed: u64,
+        rate: Option<u64>,
+        producer: &[(&str, &str)],
+    ) -> Command {
         let mut cmd = self.paystream();
         cmd.arg("generate")
             .args(["--brokers", &self.services.kafka])
@@ -165,14 +172,21 @@ impl Scenario {
         if let Some(rate) = rate {
             cmd.args(["--rate", &rate.to_string()]);
         }
+        for (key, value) in producer {
+            cmd.arg("-X").arg(format!("{key}={value}"));
+        }
         cmd
     }
 
     /// Generates `count` events and waits for the generator to finish.
     pub fn generate(&self, count: u64, seed: u64) {
         let started = Instant::now();
-        Proc::spawn("generate", self.generate_cmd(count, seed, None), self.dir())
-            .expect_success(budget(count));
+        Proc::spawn(
+            "generate",
+            self.generate_cmd(count, seed, None, &[]),
+            self.dir(),
+        )
+        .expect_success(budget(count));
         eprintln!(
             "[{}] generated {count} events in {:?}",
             self.id,
@@ -278,6 +292,21 @@ allow_http = true
         let done =
             Proc::spawn("check_lake", cmd, self.dir()).expect_success(Duration::from_secs(300));
         eprint!("[{}] {}", self.id, done.stdout);
+    }
+}
+
+impl Drop for Scenario {
+    /// A failed test keeps its folder (logs, configs, summary, a local lake) for inspection.
+    fn drop(&mut self) {
+        if thread::panicking() {
+            if let Some(dir) = self.dir.take() {
+                eprintln!(
+                    "[{}] test failed: keeping {}",
+                    self.id,
+                    dir.keep().display()
+                );
+            }
+        }
     }
 }
 
