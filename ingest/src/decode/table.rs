@@ -8,10 +8,11 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int32Builder, Int64Builder,
-    StringBuilder, StringDictionaryBuilder, TimestampMicrosecondBuilder,
+    Array, ArrayRef, AsArray, BooleanBuilder, Date32Builder, Float64Builder, Int32Builder,
+    Int64Builder, PrimitiveBuilder, StringBuilder, StringDictionaryBuilder,
+    TimestampMicrosecondBuilder,
 };
-use arrow::datatypes::Int32Type;
+use arrow::datatypes::{ArrowPrimitiveType, Int32Type};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use paystream_core::record::RawRecord;
@@ -83,15 +84,45 @@ impl ColBuilder {
 
     fn finish(&mut self) -> ArrayRef {
         match self {
-            ColBuilder::Str(b) => Arc::new(b.finish()),
-            ColBuilder::Dict(b) => Arc::new(b.finish()),
-            ColBuilder::I32(b) => Arc::new(b.finish()),
-            ColBuilder::I64(b) => Arc::new(b.finish()),
-            ColBuilder::F64(b) => Arc::new(b.finish()),
-            ColBuilder::Bool(b) => Arc::new(b.finish()),
-            ColBuilder::Ts(b) => Arc::new(b.finish()),
+            ColBuilder::Str(b) => take_str(b),
+            ColBuilder::Dict(b) => take_dict(b),
+            ColBuilder::I32(b) => take_primitive(b),
+            ColBuilder::I64(b) => take_primitive(b),
+            ColBuilder::F64(b) => take_primitive(b),
+            ColBuilder::Bool(b) => {
+                let a = b.finish();
+                *b = BooleanBuilder::with_capacity(a.len());
+                Arc::new(a)
+            }
+            ColBuilder::Ts(b) => take_primitive(b),
         }
     }
+}
+
+// The `take_*` helpers finish a builder and leave in its place one sized like what it held:
+// the next batch is usually about as large, and growing from empty again would cost copies
+// and fresh pages on every batch.
+
+fn take_str(b: &mut StringBuilder) -> ArrayRef {
+    let a = b.finish();
+    *b = StringBuilder::with_capacity(a.len(), a.value_data().len());
+    Arc::new(a)
+}
+
+fn take_dict(b: &mut DictBuilder) -> ArrayRef {
+    let a = b.finish();
+    let (distinct, bytes) = a
+        .values()
+        .as_string_opt::<i32>()
+        .map_or((0, 0), |v| (v.len(), v.value_data().len()));
+    *b = DictBuilder::with_capacity(a.len(), distinct, bytes);
+    Arc::new(a)
+}
+
+fn take_primitive<T: ArrowPrimitiveType>(b: &mut PrimitiveBuilder<T>) -> ArrayRef {
+    let a = b.finish();
+    *b = PrimitiveBuilder::<T>::with_capacity(a.len()).with_data_type(a.data_type().clone());
+    Arc::new(a)
 }
 
 /// Buffered rows of one event table.
@@ -180,21 +211,21 @@ impl TableBuilders {
     /// Takes the buffered rows as a batch of `plan`'s schema and resets.
     pub fn finish(&mut self, plan: &TablePlan) -> Result<RecordBatch, ArrowError> {
         let mut arrays: Vec<ArrayRef> = Vec::with_capacity(plan.schema.fields().len());
-        arrays.push(Arc::new(self.event_id.finish()));
-        arrays.push(Arc::new(self.event_type.finish()));
-        arrays.push(Arc::new(self.event_time.finish()));
-        arrays.push(Arc::new(self.ingest_time.finish()));
-        arrays.push(Arc::new(self.source.finish()));
-        arrays.push(Arc::new(self.schema_version.finish()));
-        arrays.push(Arc::new(self.trace_id.finish()));
-        arrays.push(Arc::new(self.span_id.finish()));
-        arrays.push(Arc::new(self.kafka_topic.finish()));
-        arrays.push(Arc::new(self.kafka_partition.finish()));
-        arrays.push(Arc::new(self.kafka_offset.finish()));
-        arrays.push(Arc::new(self.kafka_timestamp.finish()));
-        arrays.push(Arc::new(self.event_date.finish()));
+        arrays.push(take_str(&mut self.event_id));
+        arrays.push(take_dict(&mut self.event_type));
+        arrays.push(take_primitive(&mut self.event_time));
+        arrays.push(take_primitive(&mut self.ingest_time));
+        arrays.push(take_str(&mut self.source));
+        arrays.push(take_str(&mut self.schema_version));
+        arrays.push(take_str(&mut self.trace_id));
+        arrays.push(take_str(&mut self.span_id));
+        arrays.push(take_str(&mut self.kafka_topic));
+        arrays.push(take_primitive(&mut self.kafka_partition));
+        arrays.push(take_primitive(&mut self.kafka_offset));
+        arrays.push(take_primitive(&mut self.kafka_timestamp));
+        arrays.push(take_primitive(&mut self.event_date));
         arrays.extend(self.columns.iter_mut().map(ColBuilder::finish));
-        arrays.push(Arc::new(self.extra.finish()));
+        arrays.push(take_str(&mut self.extra));
         self.rows = 0;
         RecordBatch::try_new(plan.schema.clone(), arrays)
     }
