@@ -25,14 +25,16 @@ async fn ctrl_c() {
 }
 
 pub async fn generate(args: GenerateArgs) -> Result<ExitCode> {
-    let mut generator = Generator::new(GeneratorOptions {
+    let options = GeneratorOptions {
         seed: args.seed,
         bad_ratio: args.bad_ratio,
         late_ratio: args.late_ratio,
         topic_prefix: args.topic_prefix.clone(),
         rate_per_sec: args.rate,
         ..GeneratorOptions::default()
-    });
+    };
+    options.validate()?;
+    let mut generator = Generator::new(options);
     let opts = ProduceOptions {
         brokers: args.brokers.clone(),
         count: args.count,
