@@ -11,7 +11,6 @@ use std::borrow::Cow;
 
 use paystream_core::dlq::ErrorKind;
 use paystream_core::record::RawRecord;
-use serde_json::value::RawValue;
 
 use super::object::Fields;
 use super::time::{read_header_timestamp, read_timestamp};
@@ -32,7 +31,7 @@ pub(crate) enum WireForm {
 /// Where an envelope attribute came from.
 #[derive(Debug, Clone, Copy)]
 enum Src<'a> {
-    Json(&'a RawValue),
+    Json(&'a str),
     Header(&'a [u8]),
 }
 
@@ -48,7 +47,7 @@ impl<'a> Attr<'a> {
         Attr { path, src: None }
     }
 
-    fn json(path: &'static str, raw: Option<&'a RawValue>) -> Self {
+    fn json(path: &'static str, raw: Option<&'a str>) -> Self {
         Attr {
             path,
             src: raw.filter(|r| !is_null(r)).map(Src::Json),
@@ -133,7 +132,7 @@ pub(crate) struct Located<'a> {
     ce_traceparent: Attr<'a>,
     header_traceparent: Option<&'a [u8]>,
     /// `$.data` in structured mode.
-    pub data: Option<&'a RawValue>,
+    pub data: Option<&'a str>,
 }
 
 /// Headers that matter to the envelope, found in one pass.
@@ -185,18 +184,18 @@ fn scan_headers<'a>(headers: &'a [(&'a str, Option<&'a [u8]>)]) -> Headers<'a> {
 #[derive(Default)]
 struct BodyAttrs<'a> {
     specversion: bool,
-    id: Option<&'a RawValue>,
-    ty: Option<&'a RawValue>,
-    time: Option<&'a RawValue>,
-    source: Option<&'a RawValue>,
-    data: Option<&'a RawValue>,
-    schemaversion: Option<&'a RawValue>,
-    dataschema: Option<&'a RawValue>,
-    traceparent: Option<&'a RawValue>,
-    event_id: Option<&'a RawValue>,
-    event_type: Option<&'a RawValue>,
-    event_time: Option<&'a RawValue>,
-    schema_version: Option<&'a RawValue>,
+    id: Option<&'a str>,
+    ty: Option<&'a str>,
+    time: Option<&'a str>,
+    source: Option<&'a str>,
+    data: Option<&'a str>,
+    schemaversion: Option<&'a str>,
+    dataschema: Option<&'a str>,
+    traceparent: Option<&'a str>,
+    event_id: Option<&'a str>,
+    event_type: Option<&'a str>,
+    event_time: Option<&'a str>,
+    schema_version: Option<&'a str>,
 }
 
 fn scan_body<'a>(fields: &Fields<'a>) -> BodyAttrs<'a> {
@@ -341,7 +340,6 @@ impl<'a> Located<'a> {
             .and_then(parse_traceparent)
             .or_else(|| match self.ce_traceparent.src {
                 Some(Src::Json(raw)) => raw
-                    .get()
                     .strip_prefix('"')
                     .and_then(|s| s.strip_suffix('"'))
                     .and_then(parse_traceparent),
@@ -385,7 +383,7 @@ mod tests {
         fields: &mut Fields<'a>,
     ) -> (WireForm, Result<Envelope<'a>, FieldError>) {
         let text = std::str::from_utf8(r.payload.unwrap()).unwrap();
-        parse_object(text, fields).unwrap();
+        parse_object(text, fields, None).unwrap();
         let loc = locate(r, fields);
         (
             loc.form,

@@ -11,15 +11,16 @@
 //! plain), W3C trace context, event time as RFC 3339 or epoch milliseconds, exact money in
 //! minor units, and card numbers masked wherever input is copied through.
 //!
-//! This is the pipeline's hot path. A message is validated and split into members once by
-//! serde_json without building a `Value`; only mapped members are read, each with a typed read,
-//! straight into Arrow builders. Scratch buffers are reused across messages, so a good event
-//! allocates nothing of its own.
+//! This is the pipeline's hot path. A message is validated and split into members in one pass
+//! by a hand-written scanner (a CloudEvents `data` object in the same pass), without building
+//! any JSON value; only mapped members are read, each with a typed read, straight into Arrow
+//! builders. Scratch buffers are reused across messages, so a good event allocates nothing of
+//! its own.
 //!
-//! Layout: [`envelope`] (wire forms, envelope, traceparent), [`object`] (the one JSON parse),
-//! [`paths`] (member-to-column trie and `extra`), [`keys`] (its name index), [`plan`] (per-table columns and typed reads),
-//! [`value`], [`money`], [`currency`], [`time`] (typed reads), [`table`] and [`dlq`] (Arrow
-//! builders), [`pan`] (card-number masking).
+//! Layout: [`envelope`] (wire forms and the envelope), [`trace`] (traceparent), [`object`] (the
+//! one JSON parse), [`paths`] (member-to-column trie and `extra`) and [`keys`] (its name index),
+//! [`plan`] (per-table columns and typed reads), [`value`], [`money`], [`currency`], [`time`]
+//! (typed reads), [`table`] and [`dlq`] (Arrow builders), [`pan`] (card-number masking).
 
 mod currency;
 mod dlq;
@@ -54,7 +55,7 @@ pub use pan::mask_pans;
 use dlq::DlqBuilders;
 use envelope::{is_plain_envelope_key, locate, WireForm};
 use keys::KeyIndex;
-use object::{parse_nested, parse_object, recycle, Fields, Shape};
+use object::{describe_invalid, parse_object, recycle, Fields, Shape};
 use paths::{walk, ExtraWriter, NestedScratch, Slots};
 use plan::{TablePlan, Val};
 use table::TableBuilders;
@@ -199,16 +200,23 @@ impl Normaliser {
         s: &mut Scratch<'a>,
     ) -> Result<(), FieldError> {
         let text = check_payload(rec.payload, self.opts.max_message_bytes)?;
-        match parse_object(text, &mut s.fields) {
-            Ok(Shape::Object) => {}
-            Ok(Shape::NotObject(what)) => {
+        // A CloudEvents `data` object is split in the same pass, whatever the form turns out to
+        // be: only structured mode reads it.
+        let data_parsed = match parse_object(text, &mut s.fields, Some(("data", &mut s.data))) {
+            Ok((Shape::Object, expanded)) => expanded,
+            Ok((Shape::NotObject(what), _)) => {
                 return Err(FieldError::new(
                     ErrorKind::InvalidJson,
                     format!("payload is {what}, not a JSON object"),
                 ))
             }
-            Err(e) => return Err(FieldError::new(ErrorKind::InvalidJson, json_error(&e))),
-        }
+            Err(_) => {
+                return Err(FieldError::new(
+                    ErrorKind::InvalidJson,
+                    describe_invalid(text),
+                ))
+            }
+        };
         let loc = locate(rec, &s.fields);
         let routes = &self.routes;
         let env = loc.validate(|t| routes.get(t).copied())?;
@@ -240,7 +248,9 @@ impl Normaliser {
             ),
             WireForm::Structured => {
                 if let Some(data) = loc.data {
-                    if !parse_nested(data, &mut s.data) {
+                    // The first `data` member was expanded if it is an object; `loc.data` is
+                    // that same first member.
+                    if !data_parsed {
                         return Err(wrong_type("$.data", "an object", data));
                     }
                     walk(
@@ -339,18 +349,4 @@ fn check_payload(payload: Option<&[u8]>, max: usize) -> Result<&str, FieldError>
             ),
         )
     })
-}
-
-/// `invalid JSON at line L column C: <what>`.
-fn json_error(e: &serde_json::Error) -> String {
-    let full = e.to_string();
-    let position = format!(" at line {} column {}", e.line(), e.column());
-    match full.strip_suffix(&position) {
-        Some(what) => format!(
-            "invalid JSON at line {} column {}: {what}",
-            e.line(),
-            e.column()
-        ),
-        None => format!("invalid JSON: {full}"),
-    }
 }

@@ -7,7 +7,6 @@
 //! with checked arithmetic, so `"19.999"` EUR is refused and `"1e400"` cannot wrap around.
 
 use paystream_core::dlq::ErrorKind;
-use serde_json::value::RawValue;
 
 use super::value::{integer_text, json_type, parse_i64, shown, FieldError};
 
@@ -137,7 +136,7 @@ pub(crate) fn decimal_to_minor(
 }
 
 /// Integer minor units as written (a `_minor` field): a JSON integer, not negative.
-pub(crate) fn minor_units(raw: &RawValue) -> Result<i64, AmountError> {
+pub(crate) fn minor_units(raw: &str) -> Result<i64, AmountError> {
     let text = integer_text(raw).ok_or(AmountError::Malformed)?;
     let v = parse_i64(text).ok_or(AmountError::Overflow)?;
     if v < 0 {
@@ -169,11 +168,11 @@ pub(crate) fn form_of(path: &str) -> AmountForm {
 /// Reads a decimal amount (JSON number or decimal string) into minor units of `currency`.
 pub(crate) fn read_decimal(
     path: &str,
-    raw: &RawValue,
+    raw: &str,
     currency: &str,
     exp: u8,
 ) -> Result<i64, FieldError> {
-    let text = raw.get();
+    let text = raw;
     let result = match text.as_bytes().first() {
         Some(b'"') => match super::value::as_str(raw) {
             Some(s) => decimal_to_minor(&s, exp, false),
@@ -195,17 +194,17 @@ pub(crate) fn read_decimal(
 }
 
 /// Reads integer minor units.
-pub(crate) fn read_minor(path: &str, raw: &RawValue) -> Result<i64, FieldError> {
+pub(crate) fn read_minor(path: &str, raw: &str) -> Result<i64, FieldError> {
     minor_units(raw).map_err(|e| match e {
         AmountError::Malformed => FieldError::new(
             ErrorKind::WrongType,
             format!(
                 "{path}: expected an integer of minor units, found {} {}",
                 json_type(raw),
-                shown(raw.get())
+                shown(raw)
             ),
         ),
-        other => amount_error(path, raw.get(), other, None),
+        other => amount_error(path, raw, other, None),
     })
 }
 
@@ -243,10 +242,6 @@ fn amount_error(
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-
-    fn raw(s: &str) -> Box<RawValue> {
-        RawValue::from_string(s.to_owned()).unwrap()
-    }
 
     #[test]
     fn scales_by_exponent() {
@@ -348,13 +343,13 @@ mod tests {
 
     #[test]
     fn minor_units_are_taken_as_is() {
-        assert_eq!(minor_units(&raw("1999")), Ok(1999));
-        assert_eq!(minor_units(&raw("0")), Ok(0));
-        assert_eq!(minor_units(&raw("-5")), Err(AmountError::Negative));
-        assert_eq!(minor_units(&raw("19.99")), Err(AmountError::Malformed));
-        assert_eq!(minor_units(&raw("\"1999\"")), Err(AmountError::Malformed));
+        assert_eq!(minor_units("1999"), Ok(1999));
+        assert_eq!(minor_units("0"), Ok(0));
+        assert_eq!(minor_units("-5"), Err(AmountError::Negative));
+        assert_eq!(minor_units("19.99"), Err(AmountError::Malformed));
+        assert_eq!(minor_units("\"1999\""), Err(AmountError::Malformed));
         assert_eq!(
-            minor_units(&raw("99999999999999999999")),
+            minor_units("99999999999999999999"),
             Err(AmountError::Overflow)
         );
         assert_eq!(form_of("amount_minor"), AmountForm::Minor);
@@ -365,37 +360,37 @@ mod tests {
 
     #[test]
     fn messages() {
-        let e = read_decimal("$.data.amount", &raw("\"19.999\""), "EUR", 2).unwrap_err();
+        let e = read_decimal("$.data.amount", "\"19.999\"", "EUR", 2).unwrap_err();
         assert_eq!(e.kind, ErrorKind::InexactAmount);
         assert_eq!(
             e.message,
             r#"$.data.amount: "19.999" has 3 decimal places but EUR allows 2"#
         );
-        let e = read_decimal("$.amount", &raw("12.5"), "JPY", 0).unwrap_err();
+        let e = read_decimal("$.amount", "12.5", "JPY", 0).unwrap_err();
         assert_eq!(
             e.message,
             "$.amount: 12.5 has 1 decimal places but JPY allows 0"
         );
-        let e = read_decimal("$.amount", &raw("\"-3.00\""), "EUR", 2).unwrap_err();
+        let e = read_decimal("$.amount", "\"-3.00\"", "EUR", 2).unwrap_err();
         assert_eq!(e.kind, ErrorKind::NegativeAmount);
         assert_eq!(e.message, r#"$.amount: "-3.00" is negative"#);
-        let e = read_decimal("$.amount", &raw("\"12,50\""), "EUR", 2).unwrap_err();
+        let e = read_decimal("$.amount", "\"12,50\"", "EUR", 2).unwrap_err();
         assert_eq!(e.kind, ErrorKind::WrongType);
         assert_eq!(e.message, r#"$.amount: "12,50" is not a decimal amount"#);
-        let e = read_decimal("$.amount", &raw("true"), "EUR", 2).unwrap_err();
+        let e = read_decimal("$.amount", "true", "EUR", 2).unwrap_err();
         assert_eq!(
             e.message,
             "$.amount: expected a decimal amount, found a boolean true"
         );
-        let e = read_minor("$.amount_minor", &raw("-1")).unwrap_err();
+        let e = read_minor("$.amount_minor", "-1").unwrap_err();
         assert_eq!(e.kind, ErrorKind::NegativeAmount);
         assert_eq!(e.message, "$.amount_minor: -1 is negative");
-        let e = read_minor("$.amount_minor", &raw("\"1999\"")).unwrap_err();
+        let e = read_minor("$.amount_minor", "\"1999\"").unwrap_err();
         assert_eq!(e.kind, ErrorKind::WrongType);
         assert_eq!(
             e.message,
             r#"$.amount_minor: expected an integer of minor units, found a string "1999""#
         );
-        assert_eq!(read_decimal("$.a", &raw("\"7\""), "KWD", 3), Ok(7000));
+        assert_eq!(read_decimal("$.a", "\"7\"", "KWD", 3), Ok(7000));
     }
 }

@@ -7,8 +7,6 @@
 //! children is descended into, and every other member is written to `extra`. Nested objects
 //! are parsed only when the trie says a path goes inside them.
 
-use serde_json::value::RawValue;
-
 use super::keys::KeyIndex;
 use super::object::{parse_nested, recycle, Fields};
 
@@ -46,7 +44,7 @@ impl Node {
 }
 
 /// The best candidate per slot: `(rank, value)`.
-pub(crate) type Slots<'a> = Vec<Option<(usize, &'a RawValue)>>;
+pub(crate) type Slots<'a> = Vec<Option<(usize, &'a str)>>;
 
 /// Writes the unmapped members of one event as a JSON object.
 #[derive(Debug, Default)]
@@ -81,9 +79,9 @@ impl ExtraWriter {
         self.buf.push(':');
     }
 
-    fn member(&mut self, key: &str, raw: &RawValue) {
+    fn member(&mut self, key: &str, raw: &str) {
         self.key(key);
-        self.buf.push_str(raw.get());
+        self.buf.push_str(raw);
     }
 
     /// The finished object, or `None` if no member was written.
@@ -115,7 +113,7 @@ pub(crate) fn walk<'a>(
     scratch: &mut NestedScratch,
 ) {
     for (key, raw) in fields.iter().map(|(k, v)| (k, *v)) {
-        let Some(child) = node.children.get(&**key) else {
+        let Some(child) = node.children.get(key) else {
             if let Some(x) = extra.as_deref_mut() {
                 if !skip(key) {
                     x.member(key, raw);
@@ -123,7 +121,7 @@ pub(crate) fn walk<'a>(
             }
             continue;
         };
-        if raw.get() != "null" {
+        if raw != "null" {
             for t in &child.targets {
                 let slot = &mut slots[t.slot];
                 if slot.is_none_or(|(rank, _)| t.rank < rank) {
@@ -224,7 +222,7 @@ mod tests {
     fn run(text: &str) -> (Vec<Option<(usize, String)>>, Option<String>) {
         let root = trie();
         let mut fields = Fields::new();
-        parse_object(text, &mut fields).unwrap();
+        parse_object(text, &mut fields, None).unwrap();
         let mut slots: Slots<'_> = vec![None; 4];
         let mut x = ExtraWriter::default();
         x.start();
@@ -239,7 +237,7 @@ mod tests {
         );
         let slots = slots
             .into_iter()
-            .map(|s| s.map(|(r, v)| (r, v.get().to_owned())))
+            .map(|s| s.map(|(r, v)| (r, v.to_owned())))
             .collect();
         (slots, x.finish().map(str::to_owned))
     }

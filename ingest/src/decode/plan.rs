@@ -10,7 +10,6 @@ use std::borrow::Cow;
 use arrow::datatypes::SchemaRef;
 use paystream_core::dlq::ErrorKind;
 use paystream_core::schema::{ColumnType, TableSpec, COMMON_COLUMNS, EXTRA_COLUMN};
-use serde_json::value::RawValue;
 
 use super::currency::currency_exponent;
 use super::envelope::WireForm;
@@ -192,7 +191,7 @@ impl ColumnPlan {
     fn read<'a>(
         &self,
         rank: usize,
-        raw: &'a RawValue,
+        raw: &'a str,
         slots: &Slots<'a>,
         form: WireForm,
     ) -> Result<Val<'a>, FieldError> {
@@ -228,13 +227,13 @@ impl ColumnPlan {
 }
 
 /// A known ISO 4217 code and its exponent.
-fn read_currency<'a>(path: &str, raw: &'a RawValue) -> Result<(Cow<'a, str>, u8), FieldError> {
+fn read_currency<'a>(path: &str, raw: &'a str) -> Result<(Cow<'a, str>, u8), FieldError> {
     let code = read_str(path, raw)?;
     match currency_exponent(&code) {
         Some(exp) => Ok((code, exp)),
         None => Err(FieldError::new(
             ErrorKind::UnknownCurrency,
-            format!("{path}: unknown ISO 4217 code {}", shown(raw.get())),
+            format!("{path}: unknown ISO 4217 code {}", shown(raw)),
         )),
     }
 }
@@ -254,7 +253,7 @@ mod tests {
 
     fn read(plan: &TablePlan, body: &str, form: WireForm) -> Result<Vec<String>, FieldError> {
         let mut fields = Fields::new();
-        parse_object(body, &mut fields).unwrap();
+        parse_object(body, &mut fields, None).unwrap();
         let mut slots: Slots<'_> = vec![None; plan.n_slots];
         walk(
             &plan.root,

@@ -242,6 +242,7 @@ fn every_error_kind_with_its_message() {
         (format!(r#"{{{ok_env},{base},"amount":"1.00","currency":"XXX"}}"#).into_bytes(), "unknown_currency", r#"$.currency: unknown ISO 4217 code "XXX""#.into()),
         (format!(r#"{{{ok_env},{base},"amount_minor":100,"currency":"EUR","installments":"2"}}"#).into_bytes(), "wrong_type", r#"$.installments: expected an integer, found a string "2""#.into()),
         (format!(r#"{{{ok_env},"merchant_id":"m","amount_minor":100,"currency":"EUR"}}"#).into_bytes(), "missing_field", "$.payment_id: required field missing".into()),
+        (br#"{"specversion":"1.0","id":"e","type":"PaymentAuthorized","time":1}"#.to_vec(), "missing_field", "$.data.payment_id: required field missing".into()),
         (br#"{"specversion":"1.0","id":"e","type":"PaymentAuthorized","time":1,"data":"x"}"#.to_vec(), "wrong_type", r#"$.data: expected an object, found a string "x""#.into()),
         (format!(r#"{{"specversion":"1.0","id":"e","type":"PaymentAuthorized","time":1,"data":{{{base},"amount":"1.5","currency":"JPY"}}}}"#).into_bytes(), "inexact_amount", r#"$.data.amount: "1.5" has 1 decimal places but JPY allows 0"#.into()),
     ];

@@ -1,6 +1,6 @@
 //! Typed reads of one JSON value, given as its raw text.
 //!
-//! The object scanner hands out each field as the exact text serde_json validated, so a typed
+//! The object scanner hands out each field as the exact text it validated, so a typed
 //! read here never needs a general JSON value: a string without escapes is borrowed straight
 //! from the payload, an integer is parsed digit by digit with overflow checks, and a value of
 //! the wrong JSON type becomes a [`FieldError`] that names the path and shows the value.
@@ -9,7 +9,6 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use paystream_core::dlq::ErrorKind;
-use serde_json::value::RawValue;
 
 /// Why one record is bad: its DLQ kind and a message that says where and what.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,8 +27,8 @@ impl FieldError {
 }
 
 /// The JSON type of a raw value, for messages ("expected a string, found a number").
-pub(crate) fn json_type(raw: &RawValue) -> &'static str {
-    match raw.get().as_bytes().first() {
+pub(crate) fn json_type(raw: &str) -> &'static str {
+    match raw.as_bytes().first() {
         Some(b'"') => "a string",
         Some(b'{') => "an object",
         Some(b'[') => "an array",
@@ -52,28 +51,28 @@ pub(crate) fn shown(text: &str) -> Cow<'_, str> {
 }
 
 /// `path: expected <what>, found <type> <value>`.
-pub(crate) fn wrong_type(path: &str, expected: &str, raw: &RawValue) -> FieldError {
+pub(crate) fn wrong_type(path: &str, expected: &str, raw: &str) -> FieldError {
     let mut message = String::with_capacity(path.len() + 48);
     let _ = write!(
         message,
         "{path}: expected {expected}, found {} {}",
         json_type(raw),
-        shown(raw.get())
+        shown(raw)
     );
     FieldError::new(ErrorKind::WrongType, message)
 }
 
-pub(crate) fn is_null(raw: &RawValue) -> bool {
-    raw.get() == "null"
+pub(crate) fn is_null(raw: &str) -> bool {
+    raw == "null"
 }
 
 /// The string a raw JSON string holds, borrowed when it has no escapes; `None` if the value is
 /// not a string.
-pub(crate) fn as_str(raw: &RawValue) -> Option<Cow<'_, str>> {
-    let text = raw.get();
+pub(crate) fn as_str(raw: &str) -> Option<Cow<'_, str>> {
+    let text = raw;
     let inner = text.strip_prefix('"')?.strip_suffix('"')?;
     if !inner.contains('\\') {
-        // serde_json already validated it as a JSON string: no control characters, and a
+        // The scanner already validated it as a JSON string: no control characters, and a
         // string without backslashes is its own content.
         return Some(Cow::Borrowed(inner));
     }
@@ -81,13 +80,13 @@ pub(crate) fn as_str(raw: &RawValue) -> Option<Cow<'_, str>> {
 }
 
 /// A JSON string, or a wrong-type error.
-pub(crate) fn read_str<'a>(path: &str, raw: &'a RawValue) -> Result<Cow<'a, str>, FieldError> {
+pub(crate) fn read_str<'a>(path: &str, raw: &'a str) -> Result<Cow<'a, str>, FieldError> {
     as_str(raw).ok_or_else(|| wrong_type(path, "a string", raw))
 }
 
 /// The text of a JSON number if it is an integer (no fraction, no exponent).
-pub(crate) fn integer_text(raw: &RawValue) -> Option<&str> {
-    let text = raw.get();
+pub(crate) fn integer_text(raw: &str) -> Option<&str> {
+    let text = raw;
     let digits = text.strip_prefix('-').unwrap_or(text);
     (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())).then_some(text)
 }
@@ -117,13 +116,13 @@ pub(crate) fn parse_i64(text: &str) -> Option<i64> {
 }
 
 /// A JSON integer in the range of i64.
-pub(crate) fn read_i64(path: &str, raw: &RawValue) -> Result<i64, FieldError> {
+pub(crate) fn read_i64(path: &str, raw: &str) -> Result<i64, FieldError> {
     let text = integer_text(raw).ok_or_else(|| wrong_type(path, "an integer", raw))?;
     parse_i64(text).ok_or_else(|| out_of_range(path, "int64", text))
 }
 
 /// A JSON integer in the range of i32.
-pub(crate) fn read_i32(path: &str, raw: &RawValue) -> Result<i32, FieldError> {
+pub(crate) fn read_i32(path: &str, raw: &str) -> Result<i32, FieldError> {
     let text = integer_text(raw).ok_or_else(|| wrong_type(path, "an integer", raw))?;
     parse_i64(text)
         .and_then(|v| i32::try_from(v).ok())
@@ -138,8 +137,8 @@ fn out_of_range(path: &str, ty: &str, text: &str) -> FieldError {
 }
 
 /// Any JSON number, as f64 (only for `float64` columns: money never comes here).
-pub(crate) fn read_f64(path: &str, raw: &RawValue) -> Result<f64, FieldError> {
-    let text = raw.get();
+pub(crate) fn read_f64(path: &str, raw: &str) -> Result<f64, FieldError> {
+    let text = raw;
     match text.as_bytes().first() {
         Some(b'-' | b'0'..=b'9') => text
             .parse::<f64>()
@@ -150,8 +149,8 @@ pub(crate) fn read_f64(path: &str, raw: &RawValue) -> Result<f64, FieldError> {
     }
 }
 
-pub(crate) fn read_bool(path: &str, raw: &RawValue) -> Result<bool, FieldError> {
-    match raw.get() {
+pub(crate) fn read_bool(path: &str, raw: &str) -> Result<bool, FieldError> {
+    match raw {
         "true" => Ok(true),
         "false" => Ok(false),
         _ => Err(wrong_type(path, "a boolean", raw)),
@@ -163,19 +162,15 @@ pub(crate) fn read_bool(path: &str, raw: &RawValue) -> Result<bool, FieldError> 
 mod tests {
     use super::*;
 
-    fn raw(s: &str) -> Box<RawValue> {
-        RawValue::from_string(s.to_owned()).unwrap()
-    }
-
     #[test]
     fn strings_borrow_unless_escaped() {
-        let r = raw(r#""abc""#);
-        assert!(matches!(as_str(&r), Some(Cow::Borrowed("abc"))));
-        let r = raw(r#""a\"b\u00e9""#);
-        assert_eq!(as_str(&r).unwrap(), "a\"bé");
-        assert!(matches!(as_str(&r), Some(Cow::Owned(_))));
-        assert_eq!(as_str(&raw("12")), None);
-        let err = read_str("$.order_id", &raw("12")).unwrap_err();
+        let r = r#""abc""#;
+        assert!(matches!(as_str(r), Some(Cow::Borrowed("abc"))));
+        let r = r#""a\"b\u00e9""#;
+        assert_eq!(as_str(r).unwrap(), "a\"bé");
+        assert!(matches!(as_str(r), Some(Cow::Owned(_))));
+        assert_eq!(as_str("12"), None);
+        let err = read_str("$.order_id", "12").unwrap_err();
         assert_eq!(err.kind, ErrorKind::WrongType);
         assert_eq!(
             err.message,
@@ -185,26 +180,20 @@ mod tests {
 
     #[test]
     fn integers_are_exact_and_checked() {
-        assert_eq!(
-            read_i64("$.x", &raw("-9223372036854775808")).unwrap(),
-            i64::MIN
-        );
-        assert_eq!(
-            read_i64("$.x", &raw("9223372036854775807")).unwrap(),
-            i64::MAX
-        );
-        let err = read_i64("$.x", &raw("9223372036854775808")).unwrap_err();
+        assert_eq!(read_i64("$.x", "-9223372036854775808").unwrap(), i64::MIN);
+        assert_eq!(read_i64("$.x", "9223372036854775807").unwrap(), i64::MAX);
+        let err = read_i64("$.x", "9223372036854775808").unwrap_err();
         assert_eq!(
             err.message,
             "$.x: 9223372036854775808 is out of range for int64"
         );
-        assert_eq!(read_i32("$.n", &raw("-2147483648")).unwrap(), i32::MIN);
-        let err = read_i32("$.n", &raw("2147483648")).unwrap_err();
+        assert_eq!(read_i32("$.n", "-2147483648").unwrap(), i32::MIN);
+        let err = read_i32("$.n", "2147483648").unwrap_err();
         assert_eq!(err.message, "$.n: 2147483648 is out of range for int32");
-        let err = read_i32("$.n", &raw("1.0")).unwrap_err();
+        let err = read_i32("$.n", "1.0").unwrap_err();
         assert_eq!(err.kind, ErrorKind::WrongType);
         assert_eq!(err.message, "$.n: expected an integer, found a number 1.0");
-        let err = read_i64("$.n", &raw(r#""12""#)).unwrap_err();
+        let err = read_i64("$.n", r#""12""#).unwrap_err();
         assert_eq!(
             err.message,
             r#"$.n: expected an integer, found a string "12""#
@@ -216,16 +205,16 @@ mod tests {
 
     #[test]
     fn floats_and_bools() {
-        assert_eq!(read_f64("$.r", &raw("0.25")).unwrap(), 0.25);
-        assert_eq!(read_f64("$.r", &raw("1e2")).unwrap(), 100.0);
-        assert_eq!(read_f64("$.r", &raw("-3")).unwrap(), -3.0);
-        let err = read_f64("$.r", &raw("1e400")).unwrap_err();
+        assert_eq!(read_f64("$.r", "0.25").unwrap(), 0.25);
+        assert_eq!(read_f64("$.r", "1e2").unwrap(), 100.0);
+        assert_eq!(read_f64("$.r", "-3").unwrap(), -3.0);
+        let err = read_f64("$.r", "1e400").unwrap_err();
         assert_eq!(err.message, "$.r: 1e400 is out of range for float64");
-        let err = read_f64("$.r", &raw("true")).unwrap_err();
+        let err = read_f64("$.r", "true").unwrap_err();
         assert_eq!(err.message, "$.r: expected a number, found a boolean true");
-        assert!(read_bool("$.b", &raw("true")).unwrap());
-        assert!(!read_bool("$.b", &raw("false")).unwrap());
-        let err = read_bool("$.b", &raw("[1]")).unwrap_err();
+        assert!(read_bool("$.b", "true").unwrap());
+        assert!(!read_bool("$.b", "false").unwrap());
+        let err = read_bool("$.b", "[1]").unwrap_err();
         assert_eq!(err.message, "$.b: expected a boolean, found an array [1]");
     }
 
