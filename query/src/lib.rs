@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::error::DataFusionError;
 use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use deltalake::{DeltaTableBuilder, DeltaTableError};
@@ -22,16 +23,36 @@ pub enum Error {
     Table {
         table: String,
         #[source]
-        source: DeltaTableError,
+        source: Box<DeltaTableError>,
     },
     #[error("{0}")]
-    Sql(#[from] datafusion::error::DataFusionError),
+    Sql(Box<DataFusionError>),
     #[error("{0}")]
-    Sink(#[from] paystream_sinks::Error),
+    Sink(Box<paystream_sinks::Error>),
     #[error("output: {0}")]
     Output(#[from] ArrowError),
     #[error("no lake table exists yet under {0} (has the pipeline committed anything?)")]
     EmptyLake(String),
+}
+
+// Boxed: DataFusion's and delta-rs's errors are large, and every `Result` would carry them.
+impl From<DataFusionError> for Error {
+    fn from(e: DataFusionError) -> Self {
+        Error::Sql(Box::new(e))
+    }
+}
+
+impl From<paystream_sinks::Error> for Error {
+    fn from(e: paystream_sinks::Error) -> Self {
+        Error::Sink(Box::new(e))
+    }
+}
+
+fn table_error(table: &str, source: DeltaTableError) -> Error {
+    Error::Table {
+        table: table.to_string(),
+        source: Box::new(source),
+    }
 }
 
 /// Result of the query crate.
@@ -53,30 +74,18 @@ impl LakeQuery {
         for name in tables {
             let url = location.table(name)?;
             let builder = DeltaTableBuilder::from_url(url)
-                .map_err(|source| Error::Table {
-                    table: name.clone(),
-                    source,
-                })?
+                .map_err(|e| table_error(name, e))?
                 .with_storage_options(location.options().clone());
-            let mut table = builder.build().map_err(|source| Error::Table {
-                table: name.clone(),
-                source,
-            })?;
+            let mut table = builder.build().map_err(|e| table_error(name, e))?;
             let exists = table.verify_deltatable_existence().await.unwrap_or(false);
             if !exists {
                 continue;
             }
-            table.load().await.map_err(|source| Error::Table {
-                table: name.clone(),
-                source,
-            })?;
+            table.load().await.map_err(|e| table_error(name, e))?;
             table
                 .update_datafusion_session(&ctx.state())
-                .map_err(|source| Error::Table {
-                    table: name.clone(),
-                    source,
-                })?;
-            let provider = table.table_provider().await.map_err(Error::Sql)?;
+                .map_err(|e| table_error(name, e))?;
+            let provider = table.table_provider().await?;
             ctx.register_table(name.as_str(), provider)?;
             found.push(name.clone());
         }
