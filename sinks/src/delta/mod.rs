@@ -201,3 +201,163 @@ impl Lake {
         self.pending_rows = 0;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use deltalake::arrow::array::{
+        ArrayRef, Date32Array, Int32Array, Int64Array, StringArray, StringDictionaryBuilder,
+        TimestampMicrosecondArray,
+    };
+    use deltalake::arrow::datatypes::Int32Type;
+    use paystream_core::schema::TableSpec;
+
+    use super::*;
+
+    /// A one-table mapping with no mapped columns: envelope plus `extra`.
+    fn spec() -> SchemaSpec {
+        let mut s = SchemaSpec::default();
+        s.tables.insert(
+            "events".into(),
+            TableSpec {
+                name: "events".into(),
+                event_types: vec!["E".into()],
+                columns: vec![],
+            },
+        );
+        s
+    }
+
+    /// Rows for `offsets` of partition 0 of topic `t`, in the table's schema.
+    fn rows(offsets: std::ops::Range<i64>) -> RecordBatch {
+        let n = (offsets.end - offsets.start) as usize;
+        let schema = spec().tables["events"].arrow_schema();
+        let ts = || {
+            Arc::new(
+                TimestampMicrosecondArray::from(vec![1_700_000_000_000_000; n])
+                    .with_timezone("UTC"),
+            ) as ArrayRef
+        };
+        let text = |v: &str| Arc::new(StringArray::from(vec![v; n])) as ArrayRef;
+        let mut kind = StringDictionaryBuilder::<Int32Type>::new();
+        for _ in 0..n {
+            kind.append_value("E");
+        }
+        let ids: Vec<String> = offsets.clone().map(|o| format!("id-{o}")).collect();
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(ids)),
+            Arc::new(kind.finish()),
+            ts(),
+            ts(),
+            text("svc"),
+            text("1"),
+            text("t"),
+            text("s"),
+            text("t"),
+            Arc::new(Int32Array::from(vec![0; n])),
+            Arc::new(Int64Array::from(offsets.collect::<Vec<_>>())),
+            ts(),
+            Arc::new(Date32Array::from(vec![19_675; n])),
+            text("{}"),
+        ];
+        RecordBatch::try_new(schema, columns).unwrap()
+    }
+
+    fn range(first: i64, next: i64) -> OffsetRange {
+        OffsetRange {
+            partition: PartitionKey::new("t", 0),
+            first,
+            next,
+        }
+    }
+
+    async fn offsets_in(lake: &LakeLocation) -> Vec<i64> {
+        let t = deltalake::open_table(lake.table("events").unwrap())
+            .await
+            .unwrap();
+        let ctx = deltalake::datafusion::prelude::SessionContext::new();
+        t.update_datafusion_session(&ctx.state()).unwrap();
+        ctx.register_table("events", t.table_provider().await.unwrap())
+            .unwrap();
+        let batches = ctx
+            .sql("SELECT kafka_offset FROM events ORDER BY 1")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        batches
+            .iter()
+            .flat_map(|b| {
+                b.column(0)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .unwrap()
+                    .values()
+                    .to_vec()
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn offsets_commit_with_rows_and_replays_are_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let loc = LakeLocation::resolve(dir.path().to_str().unwrap(), HashMap::new()).unwrap();
+        let p = PartitionKey::new("t", 0);
+
+        let mut lake = Lake::open(&loc, "pipe", &spec(), 1 << 20).await.unwrap();
+        assert_eq!(lake.resume(&[p.clone()]).await.unwrap()[&p], None);
+        lake.write(vec![("events".into(), rows(0..10))], None, &[range(0, 10)])
+            .await
+            .unwrap();
+        let stats = lake.commit().await.unwrap();
+        assert_eq!(stats.rows["events"], 10);
+        assert_eq!(stats.offsets[&p], 10);
+
+        // Rows written but never committed (a crash) are not in the lake.
+        lake.write(
+            vec![("events".into(), rows(10..15))],
+            None,
+            &[range(10, 15)],
+        )
+        .await
+        .unwrap();
+        drop(lake);
+
+        // A restart resumes from the lake; a replay from before it (a rewind, a broker that
+        // redelivers) only adds what the table does not hold yet.
+        let mut lake = Lake::open(&loc, "pipe", &spec(), 1 << 20).await.unwrap();
+        assert_eq!(lake.resume(&[p.clone()]).await.unwrap()[&p], Some(10));
+        lake.write(vec![("events".into(), rows(5..20))], None, &[range(5, 20)])
+            .await
+            .unwrap();
+        let stats = lake.commit().await.unwrap();
+        assert_eq!(stats.rows["events"], 10);
+        assert_eq!(offsets_in(&loc).await, (0..20).collect::<Vec<_>>());
+        // The dlq table had no rows, and still moved its offsets with the others.
+        assert_eq!(lake.resume(&[p.clone()]).await.unwrap()[&p], Some(20));
+    }
+
+    #[tokio::test]
+    async fn another_writer_moving_our_offsets_is_fenced() {
+        let dir = tempfile::tempdir().unwrap();
+        let loc = LakeLocation::resolve(dir.path().to_str().unwrap(), HashMap::new()).unwrap();
+        let p = PartitionKey::new("t", 0);
+        let mut a = Lake::open(&loc, "pipe", &spec(), 1 << 20).await.unwrap();
+        let mut b = Lake::open(&loc, "pipe", &spec(), 1 << 20).await.unwrap();
+        a.resume(&[p.clone()]).await.unwrap();
+        b.resume(&[p.clone()]).await.unwrap();
+        b.write(vec![("events".into(), rows(0..5))], None, &[range(0, 5)])
+            .await
+            .unwrap();
+        b.commit().await.unwrap();
+        a.write(vec![("events".into(), rows(0..5))], None, &[range(0, 5)])
+            .await
+            .unwrap();
+        let err = a.commit().await.unwrap_err();
+        assert!(matches!(err, crate::Error::Fenced { .. }), "{err}");
+        assert_eq!(offsets_in(&loc).await, (0..5).collect::<Vec<_>>());
+    }
+}
