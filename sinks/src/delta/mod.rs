@@ -308,7 +308,10 @@ mod tests {
         let p = PartitionKey::new("t", 0);
 
         let mut lake = Lake::open(&loc, "pipe", &spec(), 1 << 20).await.unwrap();
-        assert_eq!(lake.resume(&[p.clone()]).await.unwrap()[&p], None);
+        assert_eq!(
+            lake.resume(std::slice::from_ref(&p)).await.unwrap()[&p],
+            None
+        );
         lake.write(vec![("events".into(), rows(0..10))], None, &[range(0, 10)])
             .await
             .unwrap();
@@ -329,7 +332,10 @@ mod tests {
         // A restart resumes from the lake; a replay from before it (a rewind, a broker that
         // redelivers) only adds what the table does not hold yet.
         let mut lake = Lake::open(&loc, "pipe", &spec(), 1 << 20).await.unwrap();
-        assert_eq!(lake.resume(&[p.clone()]).await.unwrap()[&p], Some(10));
+        assert_eq!(
+            lake.resume(std::slice::from_ref(&p)).await.unwrap()[&p],
+            Some(10)
+        );
         lake.write(vec![("events".into(), rows(5..20))], None, &[range(5, 20)])
             .await
             .unwrap();
@@ -337,7 +343,10 @@ mod tests {
         assert_eq!(stats.rows["events"], 10);
         assert_eq!(offsets_in(&loc).await, (0..20).collect::<Vec<_>>());
         // The dlq table had no rows, and still moved its offsets with the others.
-        assert_eq!(lake.resume(&[p.clone()]).await.unwrap()[&p], Some(20));
+        assert_eq!(
+            lake.resume(std::slice::from_ref(&p)).await.unwrap()[&p],
+            Some(20)
+        );
     }
 
     #[tokio::test]
@@ -347,8 +356,8 @@ mod tests {
         let p = PartitionKey::new("t", 0);
         let mut a = Lake::open(&loc, "pipe", &spec(), 1 << 20).await.unwrap();
         let mut b = Lake::open(&loc, "pipe", &spec(), 1 << 20).await.unwrap();
-        a.resume(&[p.clone()]).await.unwrap();
-        b.resume(&[p.clone()]).await.unwrap();
+        a.resume(std::slice::from_ref(&p)).await.unwrap();
+        b.resume(std::slice::from_ref(&p)).await.unwrap();
         b.write(vec![("events".into(), rows(0..5))], None, &[range(0, 5)])
             .await
             .unwrap();
