@@ -329,8 +329,17 @@ mod tests {
         .unwrap();
         drop(lake);
 
-        // A restart resumes from the lake; a replay from before it (a rewind, a broker that
-        // redelivers) only adds what the table does not hold yet.
+        // A restart resumes from the lake. A replay that ends below the lake's offset (the
+        // first batch after a rewind) adds nothing and must not move the offset back.
+        let mut lake = Lake::open(&loc, "pipe", &spec(), 1 << 20).await.unwrap();
+        lake.resume(std::slice::from_ref(&p)).await.unwrap();
+        lake.write(vec![("events".into(), rows(2..6))], None, &[range(2, 6)])
+            .await
+            .unwrap();
+        assert_eq!(lake.commit().await.unwrap().rows["events"], 0);
+        drop(lake);
+
+        // A replay from before the lake's offset only adds what the table does not hold yet.
         let mut lake = Lake::open(&loc, "pipe", &spec(), 1 << 20).await.unwrap();
         assert_eq!(
             lake.resume(std::slice::from_ref(&p)).await.unwrap()[&p],

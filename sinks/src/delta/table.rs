@@ -263,8 +263,18 @@ impl LakeTable {
         let files = adds.len() as u64;
         let bytes = adds.iter().map(|a| a.size.max(0) as u64).sum();
         let now = chrono::Utc::now().timestamp_millis();
+        // A partition's offset never moves back: after a rewind the first batches end below
+        // what the table already holds, and recording that would make the next restart write
+        // the rows in between a second time.
+        let versions: BTreeMap<PartitionKey, i64> = pending
+            .iter()
+            .map(|(p, next)| {
+                let held = self.committed.get(p).copied().flatten().unwrap_or(i64::MIN);
+                (p.clone(), (*next).max(held))
+            })
+            .collect();
         let mut actions: Vec<Action> = adds.into_iter().map(Action::Add).collect();
-        actions.extend(pending.iter().map(|(p, next)| {
+        actions.extend(versions.iter().map(|(p, next)| {
             Action::Txn(Transaction::new_with_last_update(
                 app_id(pipeline, p),
                 *next,
@@ -288,8 +298,8 @@ impl LakeTable {
             .await
             .map_err(|e| self.delta_err(e))?;
         self.last_version = Some(version);
-        for (p, next) in pending {
-            self.committed.insert(p.clone(), Some(*next));
+        for (p, next) in versions {
+            self.committed.insert(p, Some(next));
         }
         let rows = std::mem::take(&mut self.pending_rows);
         Ok(CommitOutcome {
