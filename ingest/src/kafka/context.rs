@@ -8,7 +8,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtoc
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::mpsc::Sender;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::worker::{Part, Shared};
 use super::SourceEvent;
@@ -108,7 +108,11 @@ impl SourceContext {
                     .any(|(t, n)| *n == q.partition && *t == q.topic)
             });
         }
-        if let Err(e) = self.ask(|reply| SourceEvent::Revoke {
+        if self.lock().stopping {
+            // Leaving the group on shutdown revokes after the sink has committed and stopped:
+            // there is nothing left to commit, so this is the normal path, not a warning.
+            debug!("partitions revoked after the sink stopped");
+        } else if let Err(e) = self.ask(|reply| SourceEvent::Revoke {
             partitions: partitions.clone(),
             reply,
         }) {

@@ -67,6 +67,9 @@ pub(super) struct Shared {
     outbox: Option<DecodedBatch>,
     pub(super) assigned: Vec<(String, i32)>,
     pub(super) fatal: Option<String>,
+    /// The sink has committed everything and stopped: revocations from leaving the group
+    /// have nothing left to commit.
+    pub(super) stopping: bool,
 }
 
 /// One assigned partition as the poll loop tracks it.
@@ -221,6 +224,7 @@ pub fn spawn(
         outbox: None,
         assigned: Vec::new(),
         fatal: None,
+        stopping: false,
     }));
     let context = SourceContext {
         tx: tx.clone(),
@@ -446,6 +450,7 @@ impl Worker {
         rx.recv()
             .map_err(|_| Error::SinkGone)?
             .map_err(Error::Lake)?;
+        self.lock().stopping = true;
         self.forward_commits();
         if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
             debug!(error = %e, "final group offset commit");
