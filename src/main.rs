@@ -4,22 +4,22 @@
 mod cli;
 mod demo;
 mod pipeline;
+mod telemetry;
 
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use paystream_core::config::{self, Config, SinkConfig};
-use paystream_core::schema::DLQ_TABLE;
+use paystream_core::schema::{DLQ_TABLE, SPANS_TABLE};
 use paystream_query::format::{render, Format};
 use paystream_query::LakeQuery;
 use paystream_sinks::delta::{storage_options, LakeLocation};
 
-use cli::{Cli, Command, LogFormat, OutputFormat};
+use cli::{Cli, Command, OutputFormat};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -30,32 +30,44 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli.command)) {
+    // `run` reads its pipeline file first: `[telemetry]` decides where spans go.
+    let config = match &cli.command {
+        Command::Run(args) => match load(&args.config.config) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
+    let telemetry = {
+        let _in_runtime = runtime.enter();
+        match telemetry::init(cli.log_format, config.as_ref().map(|c| &c.telemetry)) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    let code = match runtime.block_on(dispatch(cli.command, config)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
-    }
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,deltalake=warn,deltalake_core=warn,buoyant_kernel=warn,delta_kernel=warn,datafusion=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    };
+    // Blocking flush of the last spans, while the runtime's workers still run.
+    telemetry.shutdown();
+    code
 }
 
 fn load(path: &std::path::Path) -> Result<Config> {
     config::load(path).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-async fn dispatch(command: Command) -> Result<ExitCode> {
+async fn dispatch(command: Command, config: Option<Config>) -> Result<ExitCode> {
     match command {
         Command::Validate(args) => match config::load(&args.config) {
             Ok(cfg) => {
@@ -74,7 +86,10 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
             }
         },
         Command::Run(args) => {
-            let cfg = load(&args.config.config)?;
+            let cfg = match config {
+                Some(c) => c,
+                None => load(&args.config.config)?,
+            };
             let opts = pipeline::RunOptions {
                 stop_when_idle: args.stop_when_idle,
                 progress_every: Some(args.progress).filter(|d| !d.is_zero()),
@@ -120,6 +135,7 @@ async fn query(args: cli::QueryArgs) -> Result<ExitCode> {
     };
     let mut names: Vec<String> = schema.tables().map(|t| t.name.clone()).collect();
     names.push(DLQ_TABLE.to_string());
+    names.push(SPANS_TABLE.to_string());
     let lake = LakeQuery::open(&location, &names).await?;
     let batches = lake.sql(&args.sql).await.context("query failed")?;
     let format = match args.format {

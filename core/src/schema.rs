@@ -204,6 +204,39 @@ impl TableSpec {
     }
 }
 
+/// The table spans received by an `otlp` source go to.
+pub const SPANS_TABLE: &str = "spans";
+
+/// The Arrow schema of the `spans` table: one row per OTLP span. Ids are lowercase hex, as in
+/// the event tables' `trace_id`/`span_id`, so the two join on `trace_id`. Times are UTC
+/// microseconds (Delta's precision); `duration_ns` keeps the span's exact length.
+/// Attributes, events and links are JSON text, readable by every engine.
+pub fn spans_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("trace_id", DataType::Utf8, false),
+        Field::new("span_id", DataType::Utf8, false),
+        Field::new("parent_span_id", DataType::Utf8, true),
+        Field::new("trace_state", DataType::Utf8, true),
+        Field::new("name", DataType::Utf8, false),
+        // unspecified, internal, server, client, producer, consumer.
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("service_name", DataType::Utf8, true),
+        Field::new("scope_name", DataType::Utf8, true),
+        Field::new("start_time", ts(), false),
+        Field::new("end_time", ts(), false),
+        Field::new("duration_ns", DataType::Int64, false),
+        // unset, ok, error.
+        Field::new("status_code", DataType::Utf8, false),
+        Field::new("status_message", DataType::Utf8, true),
+        Field::new("attributes", DataType::Utf8, false),
+        Field::new("resource_attributes", DataType::Utf8, false),
+        Field::new("events", DataType::Utf8, false),
+        Field::new("links", DataType::Utf8, false),
+        Field::new("received_at", ts(), false),
+        Field::new("event_date", DataType::Date32, false),
+    ]))
+}
+
 /// The Arrow schema of the `dlq` table.
 pub fn dlq_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![

@@ -97,7 +97,9 @@ fn the_shipped_pipelines_toml_loads_with_its_defaults() {
     let config = config::from_str(&text, "pipelines.toml", &|_| None)
         .unwrap_or_else(|d| panic!("pipelines.toml refused:\n{d}"));
     assert_eq!(config.pipeline.name, "paystream");
-    let SourceConfig::Kafka(kafka) = &config.sources["kafka"];
+    let SourceConfig::Kafka(kafka) = &config.sources["kafka"] else {
+        panic!("not a kafka source")
+    };
     assert_eq!(kafka.brokers, "localhost:9092");
     assert_eq!(kafka.topics, ["payments", "orders", "refunds"]);
     assert_eq!(kafka.group_id, "paystream");
@@ -125,7 +127,9 @@ fn the_shipped_pipelines_toml_takes_its_environment() {
         _ => None,
     };
     let config = config::from_str(&text, "pipelines.toml", &env).unwrap();
-    let SourceConfig::Kafka(kafka) = &config.sources["kafka"];
+    let SourceConfig::Kafka(kafka) = &config.sources["kafka"] else {
+        panic!("not a kafka source")
+    };
     assert_eq!(kafka.brokers, "k1:9092,k2:9092");
     let SinkConfig::Delta(lake) = &config.sinks["lake"];
     assert_eq!(lake.uri, "s3://paystream-lake/prod");
@@ -224,7 +228,9 @@ fn a_full_config_reads_every_key() {
     let c = full();
     assert_eq!(c.file, "full.toml");
     assert_eq!(c.pipeline.name, "payments-eu.v2");
-    let SourceConfig::Kafka(k) = &c.sources["in"];
+    let SourceConfig::Kafka(k) = &c.sources["in"] else {
+        panic!("not a kafka source")
+    };
     assert_eq!(k.brokers, "a:9092,b:9093");
     assert_eq!(k.group_id, "g");
     assert_eq!(k.start_from, StartFrom::Latest);
@@ -270,7 +276,9 @@ fn debug_of_a_config_shows_no_secret() {
     assert!(!debug.contains("AKIA-TEST"), "{debug}");
     assert!(!debug.contains("PRIVATE KEY"), "{debug}");
     assert!(debug.contains("***"));
-    let SourceConfig::Kafka(k) = &c.sources["in"];
+    let SourceConfig::Kafka(k) = &c.sources["in"] else {
+        panic!("not a kafka source")
+    };
     let shown = k.redacted_properties();
     assert!(shown.contains(&("sasl.password".to_owned(), "***".to_owned())));
     assert!(shown.contains(&("ssl.key.pem".to_owned(), "***".to_owned())));

@@ -6,10 +6,16 @@
 //! - [`kafka`]: the consumer group: batches, rebalances that resume from the lake's offsets,
 //!   pause/resume for backpressure, clean shutdown.
 //! - [`generator`]: realistic synthetic payment traffic, produced into Kafka.
+//! - [`otlp`]: the OpenTelemetry trace receiver (gRPC and HTTP) feeding the `spans` table.
 
 pub mod decode;
 pub mod generator;
 pub mod kafka;
+pub mod otlp;
+
+/// Target of the pipeline's own spans (one per batch and stage), exported over OTLP when
+/// telemetry is on and kept out of the logs.
+pub const TRACE_TARGET: &str = "paystream::trace";
 
 /// Errors of the ingest crate.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +34,8 @@ pub enum Error {
     Decode(String),
     #[error("generator: {0}")]
     Generator(String),
+    #[error("otlp: {0}")]
+    Otlp(String),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
 }

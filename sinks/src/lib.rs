@@ -5,7 +5,10 @@
 //!   offsets they cover in the same atomic commit (`txn` actions), so a crash at any instant
 //!   neither loses nor doubles a row.
 
+//! - [`spans`]: the `spans` table an `otlp` source feeds, de-duplicated by span id.
+
 pub mod delta;
+pub mod spans;
 
 use deltalake::arrow::error::ArrowError;
 

@@ -12,7 +12,9 @@
 //!   the generator and the Python lake checker (`check_lake.py`);
 //! - [`lake`]: exactly-once into a local and an S3 lake, and the checker's own self-test;
 //! - [`crash`]: exactly-once across SIGKILLs at random moments;
-//! - [`cli`]: `paystream query` and `paystream validate`.
+//! - [`cli`]: `paystream query` and `paystream validate`;
+//! - [`traces`]: the otlp source fed by the OpenTelemetry SDK, bad OTLP input, and the
+//!   pipeline's own spans linked to the producers' traces.
 //!
 //! Knobs for local runs: `PAYSTREAM_E2E_EVENTS` overrides the event count of the big tests,
 //! `PAYSTREAM_E2E_SEED` replays a crash test, `PAYSTREAM_E2E_KEEP=1` keeps each test's folder.
@@ -24,3 +26,4 @@ mod cli;
 mod crash;
 mod lake;
 mod support;
+mod traces;

@@ -13,9 +13,9 @@ use super::graph::{Component, Kind};
 use super::model::*;
 use super::reader::{join_key, to_text, Cx, Node, Val};
 use super::suggest::did_you_mean;
-use super::{delta, kafka};
+use super::{delta, kafka, otlp};
 
-const SOURCE_TYPES: &[&str] = &["kafka"];
+const SOURCE_TYPES: &[&str] = &["kafka", "otlp"];
 const TRANSFORM_TYPES: &[&str] = &["sql"];
 const SINK_TYPES: &[&str] = &["delta"];
 
@@ -154,6 +154,11 @@ fn component(
         (Kind::Source, "kafka") => {
             if let Some(c) = kafka::parse(cx, node) {
                 out.sources.insert(name, SourceConfig::Kafka(c));
+            }
+        }
+        (Kind::Source, "otlp") => {
+            if let Some(c) = otlp::parse(cx, node) {
+                out.sources.insert(name, SourceConfig::Otlp(c));
             }
         }
         (Kind::Transform, "sql") => {

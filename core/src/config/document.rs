@@ -9,7 +9,7 @@ use toml::Spanned;
 
 use super::model::{Config, PipelineSection, DEFAULT_PIPELINE_NAME};
 use super::reader::{to_text, Cx, LineIndex, Node, Val};
-use super::{components, graph, schema_overrides, Diagnostic, Diagnostics};
+use super::{components, graph, schema_overrides, telemetry, Diagnostic, Diagnostics};
 use crate::schema::SchemaSpec;
 
 /// Parses and validates `text`; see [`super::from_str`].
@@ -32,6 +32,7 @@ pub fn from_str(
 
     let pipeline = pipeline(&mut cx, root.take("pipeline"));
     let overrides = schema_overrides::parse(&mut cx, root.take("schema"));
+    let telemetry = telemetry::parse(&mut cx, root.take("telemetry"));
     let parsed = components::parse(&mut cx, &mut root);
     graph::check(&mut cx, &parsed.graph, &parsed.section_spans);
     root.finish(&mut cx);
@@ -57,6 +58,7 @@ pub fn from_str(
         sources: parsed.sources,
         transforms: parsed.transforms,
         sinks: parsed.sinks,
+        telemetry,
     })
 }
 

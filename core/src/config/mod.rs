@@ -24,13 +24,19 @@ mod env;
 mod graph;
 mod kafka;
 mod model;
+mod otlp;
 mod reader;
 mod schema_overrides;
 mod secret;
 mod suggest;
+mod telemetry;
 mod units;
 
 pub use model::*;
+pub use otlp::{
+    DEFAULT_OTLP_GRPC_ADDRESS, DEFAULT_OTLP_HTTP_ADDRESS, DEFAULT_OTLP_MAX_PENDING_REQUESTS,
+    DEFAULT_OTLP_MAX_REQUEST_BYTES,
+};
 pub use secret::{is_secret_property, SecretString, REDACTED};
 pub use suggest::{did_you_mean, edit_distance};
 pub use units::{format_duration, format_size, parse_duration, parse_size};

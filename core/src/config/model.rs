@@ -43,6 +43,8 @@ pub struct Config {
     pub transforms: BTreeMap<String, TransformConfig>,
     /// `[sinks.<id>]`.
     pub sinks: BTreeMap<String, SinkConfig>,
+    /// `[telemetry]`, with the `OTEL_*` environment fallbacks applied.
+    pub telemetry: TelemetryConfig,
 }
 
 /// `[pipeline]`: settings of the pipeline as a whole.
@@ -66,6 +68,61 @@ impl Default for PipelineSection {
 pub enum SourceConfig {
     /// `type = "kafka"`.
     Kafka(KafkaSourceConfig),
+    /// `type = "otlp"`.
+    Otlp(OtlpSourceConfig),
+}
+
+/// `type = "otlp"`: an OpenTelemetry trace receiver. A request is answered only once its spans
+/// are committed to the lake, so a client that got "OK" can forget them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtlpSourceConfig {
+    /// OTLP/gRPC listen address; `None` when `"off"`.
+    pub grpc: Option<std::net::SocketAddr>,
+    /// OTLP/HTTP (`POST /v1/traces`, protobuf) listen address; `None` when `"off"`.
+    pub http: Option<std::net::SocketAddr>,
+    /// Largest request body; bigger ones are refused (HTTP 413, gRPC RESOURCE_EXHAUSTED).
+    pub max_request_bytes: u64,
+    /// Requests waiting for their commit at most; more are answered "retry later"
+    /// (HTTP 503, gRPC UNAVAILABLE), which OTLP exporters back off from.
+    pub max_pending_requests: usize,
+}
+
+/// Service name of paystream's own spans unless configured.
+pub const DEFAULT_SERVICE_NAME: &str = "paystream";
+
+/// How spans are sent to the collector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OtlpProtocol {
+    /// OTLP/gRPC, usually port 4317.
+    #[default]
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies, usually port 4318.
+    HttpProtobuf,
+}
+
+/// `[telemetry]`: paystream's own spans.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TelemetryConfig {
+    /// Collector base URL (`http://host:4317`); `None`: no spans are exported.
+    pub endpoint: Option<String>,
+    pub protocol: OtlpProtocol,
+    /// Sent with every export (gRPC metadata or HTTP headers); values are secret.
+    pub headers: Vec<(String, SecretString)>,
+    /// Share of traces kept, 0..=1; a sampled producer trace is always followed.
+    pub sample_ratio: f64,
+    pub service_name: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            protocol: OtlpProtocol::Grpc,
+            headers: Vec::new(),
+            sample_ratio: 1.0,
+            service_name: DEFAULT_SERVICE_NAME.to_owned(),
+        }
+    }
 }
 
 /// `type = "kafka"`: a consumer group over some topics.

@@ -79,6 +79,12 @@ impl<'a> Cx<'a> {
         });
     }
 
+    /// A variable of the environment the document is read with (the standard
+    /// `OTEL_EXPORTER_OTLP_*` fallbacks of `[telemetry]`); an empty value counts as unset.
+    pub fn env_var(&self, name: &str) -> Option<String> {
+        (self.env)(name).filter(|v| !v.trim().is_empty())
+    }
+
     pub fn has_errors(&self) -> bool {
         !self.diags.is_empty()
     }

@@ -168,7 +168,7 @@ fn header_value(value: Option<&[u8]>, out: &mut String) {
 }
 
 /// Writes `s` as a JSON string.
-fn json_string(s: &str, out: &mut String) {
+pub(crate) fn json_string(s: &str, out: &mut String) {
     out.push('"');
     for c in s.chars() {
         match c {

@@ -52,6 +52,8 @@ use paystream_core::schema::SchemaSpec;
 pub use currency::currency_exponent;
 pub use pan::mask_pans;
 
+pub(crate) use dlq::json_string;
+
 use dlq::DlqBuilders;
 use envelope::{is_plain_envelope_key, locate, WireForm};
 use keys::KeyIndex;

@@ -7,7 +7,10 @@
 //! task. The sink side talks back through the [`SourceEvent`] replies.
 
 mod context;
+mod trace;
 mod worker;
+
+pub use trace::{producer_contexts, MAX_LINKS};
 
 pub use worker::{spawn, KafkaSource, SourceOptions, SourceStats};
 
@@ -31,6 +34,8 @@ pub struct DecodedBatch {
     pub ranges: Vec<Range>,
     pub messages: u64,
     pub bytes: u64,
+    /// The batch's span (disabled unless spans are exported); its stages are children.
+    pub span: tracing::Span,
 }
 
 /// A reply the consumer thread waits for.

@@ -19,7 +19,7 @@ use tokio::sync::mpsc::Sender;
 use tracing::{debug, info, warn};
 
 use super::context::SourceContext;
-use super::{DecodedBatch, Range, SourceEvent};
+use super::{trace, DecodedBatch, Range, SourceEvent};
 use crate::decode::{NormaliseOptions, Normaliser};
 use crate::{Error, Result};
 
@@ -64,6 +64,8 @@ pub(super) struct Shared {
     messages: u64,
     bytes: u64,
     started: Option<Instant>,
+    /// The batch span and its `consume` child, from the batch's first message.
+    spans: Option<(tracing::Span, tracing::Span)>,
     outbox: Option<DecodedBatch>,
     pub(super) assigned: Vec<(String, i32)>,
     pub(super) fatal: Option<String>,
@@ -96,6 +98,7 @@ impl Shared {
         self.messages = 0;
         self.bytes = 0;
         self.started = None;
+        self.spans = None;
         self.outbox = None;
     }
 
@@ -107,11 +110,13 @@ impl Shared {
         if !self.has_rows() {
             return Ok(None);
         }
-        let data = self
-            .normaliser
-            .finish()
-            .map_err(|e| Error::Decode(e.to_string()))?;
-        let ranges = self
+        let (span, consume) = self.spans.take().unwrap_or_else(trace::start_batch);
+        drop(consume);
+        let decode = trace::decode_span(&span);
+        let data = decode.in_scope(|| self.normaliser.finish());
+        let data = data.map_err(|e| Error::Decode(e.to_string()))?;
+        drop(decode);
+        let ranges: Vec<Range> = self
             .parts
             .iter_mut()
             .filter_map(|p| {
@@ -123,11 +128,15 @@ impl Shared {
                 })
             })
             .collect();
+        let messages = std::mem::take(&mut self.messages);
+        let bytes = std::mem::take(&mut self.bytes);
+        trace::describe(&span, &data, &ranges, messages, bytes);
         let batch = DecodedBatch {
             data,
             ranges,
-            messages: std::mem::take(&mut self.messages),
-            bytes: std::mem::take(&mut self.bytes),
+            messages,
+            bytes,
+            span,
         };
         self.started = None;
         Ok(Some(batch))
@@ -221,6 +230,7 @@ pub fn spawn(
         messages: 0,
         bytes: 0,
         started: None,
+        spans: None,
         outbox: None,
         assigned: Vec::new(),
         fatal: None,
@@ -387,7 +397,10 @@ impl Worker {
         range.1 = offset + 1;
         shared.messages += 1;
         shared.bytes += len;
-        shared.started.get_or_insert_with(Instant::now);
+        if shared.started.is_none() {
+            shared.started = Some(Instant::now());
+            shared.spans = Some(trace::start_batch());
+        }
         drop(shared);
         self.stats.messages.fetch_add(1, Ordering::Relaxed);
         self.stats.bytes.fetch_add(len, Ordering::Relaxed);

@@ -129,6 +129,16 @@ impl LakeTable {
         &self.name
     }
 
+    /// The Delta table itself, for reads.
+    pub fn delta(&self) -> &DeltaTable {
+        &self.table
+    }
+
+    /// `source` as this table's error.
+    pub fn delta_error(&self, source: DeltaTableError) -> Error {
+        self.delta_err(source)
+    }
+
     fn delta_err(&self, source: DeltaTableError) -> Error {
         Error::Delta {
             table: self.name.clone(),

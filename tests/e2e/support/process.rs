@@ -96,6 +96,22 @@ impl Proc {
             .unwrap_or_else(|e| panic!("cannot reap {}: {e}", self.name))
     }
 
+    /// Asks the child to stop with SIGTERM (a clean shutdown), without waiting.
+    pub fn terminate(&mut self) {
+        if self.poll().is_some() {
+            return;
+        }
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run kill for {}: {e}", self.name));
+        assert!(
+            status.success() || self.poll().is_some(),
+            "kill -TERM {} failed",
+            self.name
+        );
+    }
+
     /// Waits up to `timeout` for the child to exit and returns what it printed; kills it and
     /// panics if it is still running at the deadline.
     pub fn finish(mut self, timeout: Duration) -> Finished {

@@ -1,0 +1,187 @@
+//! The sink side of a Kafka source: buffers decoded batches in the lake, commits them with
+//! their offsets at the sink's `max_latency` (or sooner when its buffer is full), and answers
+//! the source's rebalance questions in stream order. Each batch's span gets a `write` and a
+//! `commit` stage here and ends when its rows are committed.
+
+use std::collections::BTreeMap;
+use std::sync::mpsc::Sender as StdSender;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use paystream_ingest::kafka::SourceEvent;
+use paystream_ingest::TRACE_TARGET;
+use paystream_sinks::delta::{Lake, OffsetRange, PartitionKey};
+use tokio::sync::mpsc::Receiver;
+use tracing::field::Empty;
+use tracing::{info, warn, Instrument as _, Span};
+
+use super::Totals;
+
+pub(super) struct SinkLoop {
+    pub(super) lake: Lake,
+    pub(super) max_latency: Duration,
+    pub(super) max_buffer_bytes: usize,
+    pub(super) committed: StdSender<BTreeMap<(String, i32), i64>>,
+    pub(super) totals: Totals,
+    pub(super) first_batch: Option<Instant>,
+    /// Spans of the batches written since the last commit (disabled ones when not tracing).
+    pub(super) pending_spans: Vec<Span>,
+}
+
+fn keys(partitions: &[(String, i32)]) -> Vec<PartitionKey> {
+    partitions
+        .iter()
+        .map(|(t, p)| PartitionKey::new(t.clone(), *p))
+        .collect()
+}
+
+impl SinkLoop {
+    pub(super) async fn run(mut self, mut rx: Receiver<SourceEvent>) -> Result<Totals> {
+        loop {
+            let deadline = self
+                .lake
+                .pending_since()
+                .map(|t| tokio::time::Instant::from_std(t + self.max_latency));
+            let event = match deadline {
+                Some(d) => tokio::select! {
+                    ev = rx.recv() => ev,
+                    _ = tokio::time::sleep_until(d) => {
+                        self.commit().await?;
+                        continue;
+                    }
+                },
+                None => rx.recv().await,
+            };
+            match event {
+                None => {
+                    self.commit().await?;
+                    return Ok(self.totals);
+                }
+                Some(SourceEvent::Batch(b)) => {
+                    self.first_batch.get_or_insert_with(Instant::now);
+                    self.totals.messages += b.messages;
+                    let ranges: Vec<OffsetRange> = b
+                        .ranges
+                        .iter()
+                        .map(|r| OffsetRange {
+                            partition: PartitionKey::new(r.topic.clone(), r.partition),
+                            first: r.first,
+                            next: r.next,
+                        })
+                        .collect();
+                    let write = stage(&b.span, "write");
+                    let written = self
+                        .lake
+                        .write(b.data.tables, b.data.dlq, &ranges)
+                        .instrument(write.clone())
+                        .await;
+                    if let Err(e) = &written {
+                        failed(&write, e);
+                        failed(&b.span, e);
+                    }
+                    written?;
+                    drop(write);
+                    if !b.span.is_disabled() {
+                        self.pending_spans.push(b.span);
+                    }
+                    let late = self
+                        .lake
+                        .pending_since()
+                        .is_some_and(|t| t.elapsed() >= self.max_latency);
+                    if late || self.lake.pending_bytes() >= self.max_buffer_bytes {
+                        self.commit().await?;
+                    }
+                }
+                Some(SourceEvent::Resume { partitions, reply }) => {
+                    let res = self.lake.resume(&keys(&partitions)).await;
+                    let answer = res
+                        .map(|m| {
+                            keys(&partitions)
+                                .iter()
+                                .map(|k| m.get(k).copied().flatten())
+                                .collect()
+                        })
+                        .map_err(|e| e.to_string());
+                    let _ = reply.send(answer);
+                }
+                Some(SourceEvent::Revoke { partitions, reply }) => {
+                    // Everything buffered is committed before the partitions go, so whoever
+                    // gets them next resumes exactly after it.
+                    let res = self.commit().await;
+                    let _ = reply.send(res.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+                    res?;
+                    info!(partitions = partitions.len(), "committed before revoke");
+                }
+                Some(SourceEvent::Stop { reply }) => {
+                    let res = self.commit().await;
+                    let _ = reply.send(res.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+                    res?;
+                    return Ok(self.totals);
+                }
+            }
+        }
+    }
+
+    async fn commit(&mut self) -> Result<()> {
+        let started = Instant::now();
+        let spans = std::mem::take(&mut self.pending_spans);
+        let stages: Vec<Span> = spans.iter().map(|b| stage(b, "commit")).collect();
+        let result = self.lake.commit().await;
+        if let Err(e) = &result {
+            for s in stages.iter().chain(&spans) {
+                failed(s, e);
+            }
+        }
+        drop(stages);
+        drop(spans);
+        let stats = match result {
+            Ok(s) => s,
+            Err(e) => {
+                // The files written are not referenced by any commit: dropping them loses
+                // nothing, since the source will re-read from the lake's offsets on restart.
+                self.lake.discard();
+                return Err(e).context("committing to the lake");
+            }
+        };
+        if stats.offsets.is_empty() {
+            return Ok(());
+        }
+        self.totals.commits += 1;
+        self.totals.busy = self.first_batch.map(|t| t.elapsed());
+        self.totals.files += stats.files;
+        for (t, n) in &stats.rows {
+            *self.totals.rows.entry(t.clone()).or_default() += n;
+        }
+        tracing::debug!(rows = ?stats.rows, files = stats.files, bytes = stats.bytes, took = ?started.elapsed(), "committed");
+        let offsets = stats
+            .offsets
+            .into_iter()
+            .map(|(k, v)| ((k.topic, k.partition), v))
+            .collect();
+        if self.committed.send(offsets).is_err() {
+            warn!("source gone; group offsets not updated");
+        }
+        Ok(())
+    }
+}
+
+/// A stage span (`write`, `commit`) of a batch; disabled when the batch's span is.
+fn stage(batch: &Span, name: &'static str) -> Span {
+    if batch.is_disabled() {
+        return Span::none();
+    }
+    match name {
+        "write" => {
+            tracing::info_span!(target: TRACE_TARGET, parent: batch, "write", otel.status_code = Empty, otel.status_message = Empty)
+        }
+        _ => {
+            tracing::info_span!(target: TRACE_TARGET, parent: batch, "commit", otel.status_code = Empty, otel.status_message = Empty)
+        }
+    }
+}
+
+/// Mark a span as failed with `error` (the exporter turns these fields into the span status).
+fn failed(span: &Span, error: &dyn std::fmt::Display) {
+    span.record("otel.status_code", "ERROR");
+    span.record("otel.status_message", error.to_string().as_str());
+}
