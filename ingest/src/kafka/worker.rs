@@ -269,6 +269,9 @@ pub fn spawn(
     })
 }
 
+/// Most messages taken from librdkafka's queue in one go between housekeeping rounds.
+const BURST: usize = 256;
+
 struct Worker {
     consumer: BaseConsumer<SourceContext>,
     shared: Arc<Mutex<Shared>>,
@@ -322,12 +325,22 @@ impl Worker {
             }
 
             if let Some(msg) = self.consumer.poll(poll_timeout) {
-                match msg {
-                    Ok(m) => {
-                        last_message = Instant::now();
-                        self.decode(&m);
+                // One clock read per burst: messages already fetched are taken without waiting
+                // (up to BURST, and never past a full batch) before the housekeeping above runs
+                // again; their ingest_time is the burst's.
+                let now = chrono::Utc::now().timestamp_micros();
+                last_message = Instant::now();
+                let mut next = Some(msg);
+                let mut taken = 0;
+                while let Some(msg) = next.take() {
+                    match msg {
+                        Ok(m) => self.decode(&m, now),
+                        Err(e) => warn!(error = %e, "kafka consumer error"),
                     }
-                    Err(e) => warn!(error = %e, "kafka consumer error"),
+                    taken += 1;
+                    if taken < BURST && !self.batch_full() {
+                        next = self.consumer.poll(Duration::ZERO);
+                    }
                 }
             }
 
@@ -355,7 +368,11 @@ impl Worker {
         self.shutdown()
     }
 
-    fn decode(&self, m: &rdkafka::message::BorrowedMessage<'_>) {
+    fn batch_full(&self) -> bool {
+        self.lock().normaliser.buffered_rows() >= self.opts.batch_max_events
+    }
+
+    fn decode(&self, m: &rdkafka::message::BorrowedMessage<'_>, now: i64) {
         let headers: Vec<(&str, Option<&[u8]>)> = m
             .headers()
             .map(|h| h.iter().map(|h| (h.key, h.value)).collect())
@@ -370,7 +387,6 @@ impl Worker {
             headers: &headers,
         };
         let len = m.payload_len() as u64;
-        let now = chrono::Utc::now().timestamp_micros();
         let offset = m.offset();
         let mut shared = self.lock();
         let Some(i) = shared
