@@ -73,10 +73,13 @@ pub fn init(format: LogFormat, telemetry: Option<&TelemetryConfig>) -> Result<Te
         Some(t) => Some(provider(t)?),
         None => None,
     };
+    // INFO, the level of the pipeline spans, and not more: the subscriber's maximum level is
+    // the highest any layer asks for, and it also sets the `log` crate's maximum, so TRACE here
+    // would make every `log::trace!` of librdkafka and the HTTP stack reach the filters.
     let otel_layer = provider.as_ref().map(|p| {
         tracing_opentelemetry::layer()
             .with_tracer(p.tracer("paystream"))
-            .with_filter(filter::Targets::new().with_target(TRACE_TARGET, tracing::Level::TRACE))
+            .with_filter(filter::Targets::new().with_target(TRACE_TARGET, tracing::Level::INFO))
     });
     tracing_subscriber::registry()
         .with(fmt_layer)
