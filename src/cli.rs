@@ -35,8 +35,14 @@ pub enum Command {
     Validate(ConfigArg),
     /// Produce realistic synthetic payment traffic into Kafka.
     Generate(GenerateArgs),
-    /// Run SQL over the lake's tables (payments, orders, refunds, dlq).
+    /// Run SQL over the lake's tables (payments, orders, refunds, dlq, spans).
     Query(QueryArgs),
+    /// Serve the lake over the Postgres wire protocol (psql, Grafana, Metabase, Superset).
+    ///
+    /// Read-only: statements that write or change engine settings are refused. Users come from
+    /// PAYSTREAM_SERVE_USERS ("name:password[,name:password]"); without users the server
+    /// refuses to start unless --allow-anonymous is given. Tables follow new commits.
+    Serve(ServeArgs),
     /// Everything in one process with nothing installed: an embedded Kafka, synthetic
     /// traffic and the default pipeline writing ./lake.
     Demo(DemoArgs),
@@ -112,6 +118,33 @@ pub struct QueryArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub format: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Lake location (local folder or s3://bucket/prefix); S3 settings come from the AWS_*
+    /// environment variables. Default: the delta sink's uri in --config, else ./lake.
+    #[arg(long, env = "LAKE_URI")]
+    pub lake: Option<String>,
+    /// Pipeline file whose lake and table names to use.
+    #[arg(short, long)]
+    pub config: Option<PathBuf>,
+    /// Address for Postgres clients.
+    #[arg(long, default_value = "127.0.0.1:5432")]
+    pub listen: std::net::SocketAddr,
+    /// Longest a statement may run, rows included, e.g. "30s".
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    pub query_timeout: Duration,
+    /// Memory all running queries may hold together, in MiB; a query that needs more fails
+    /// alone.
+    #[arg(long, default_value_t = 1024)]
+    pub memory_limit_mib: usize,
+    /// Statements that may run at once; more wait for a slot (within their timeout).
+    #[arg(long, default_value_t = 4)]
+    pub max_concurrent_queries: usize,
+    /// Serve without authentication when PAYSTREAM_SERVE_USERS is not set.
+    #[arg(long)]
+    pub allow_anonymous: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -110,12 +110,18 @@ async fn dispatch(command: Command, config: Option<Config>) -> Result<ExitCode> 
         }
         Command::Generate(args) => demo::generate(args).await,
         Command::Query(args) => query(args).await,
+        Command::Serve(args) => serve(args).await,
         Command::Demo(args) => demo::demo(args).await,
     }
 }
 
-async fn query(args: cli::QueryArgs) -> Result<ExitCode> {
-    let cfg = args.config.as_deref().map(load).transpose()?;
+/// The lake of `--lake`, else of the pipeline file's delta sink, else ./lake; and the table
+/// names to register.
+fn lake_and_tables(
+    lake: Option<&str>,
+    config: Option<&std::path::Path>,
+) -> Result<(LakeLocation, Vec<String>)> {
+    let cfg = config.map(load).transpose()?;
     let sink = cfg.as_ref().and_then(|c| {
         c.sinks
             .values()
@@ -124,7 +130,7 @@ async fn query(args: cli::QueryArgs) -> Result<ExitCode> {
             })
             .next()
     });
-    let location = match (&args.lake, sink) {
+    let location = match (lake, sink) {
         (Some(uri), _) => LakeLocation::resolve(uri, env_storage_options())?,
         (None, Some(d)) => pipeline::lake_location(d)?,
         (None, None) => LakeLocation::resolve("./lake", env_storage_options())?,
@@ -136,6 +142,52 @@ async fn query(args: cli::QueryArgs) -> Result<ExitCode> {
     let mut names: Vec<String> = schema.tables().map(|t| t.name.clone()).collect();
     names.push(DLQ_TABLE.to_string());
     names.push(SPANS_TABLE.to_string());
+    Ok((location, names))
+}
+
+async fn serve(args: cli::ServeArgs) -> Result<ExitCode> {
+    let (location, names) = lake_and_tables(args.lake.as_deref(), args.config.as_deref())?;
+    let users = match std::env::var("PAYSTREAM_SERVE_USERS") {
+        Ok(v) => parse_users(&v)?,
+        Err(_) => Default::default(),
+    };
+    let lake = LakeQuery::open_for_serving(&location, &names, args.memory_limit_mib << 20).await?;
+    let opts = paystream_query::serve::ServeOptions {
+        listen: args.listen,
+        users,
+        allow_anonymous: args.allow_anonymous,
+        query_timeout: args.query_timeout,
+        max_concurrent_queries: args.max_concurrent_queries,
+        refresh_every: std::time::Duration::from_secs(1),
+    };
+    paystream_query::serve::serve_postgres(lake, opts, pipeline::wait_for_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `name:password[,name:password]`; a password may contain ':' but not ','.
+fn parse_users(text: &str) -> Result<std::collections::HashMap<String, String>> {
+    let mut users = std::collections::HashMap::new();
+    for (i, entry) in text.split(',').enumerate() {
+        let entry = entry.trim();
+        if entry.is_empty() {
+            continue;
+        }
+        match entry.split_once(':') {
+            Some((name, password)) if !name.is_empty() && !password.is_empty() => {
+                users.insert(name.to_owned(), password.to_owned());
+            }
+            // Says where, never what: the entry holds a password.
+            _ => anyhow::bail!(
+                "PAYSTREAM_SERVE_USERS: entry {} is not name:password",
+                i + 1
+            ),
+        }
+    }
+    Ok(users)
+}
+
+async fn query(args: cli::QueryArgs) -> Result<ExitCode> {
+    let (location, names) = lake_and_tables(args.lake.as_deref(), args.config.as_deref())?;
     let lake = LakeQuery::open(&location, &names).await?;
     let batches = lake.sql(&args.sql).await.context("query failed")?;
     let format = match args.format {

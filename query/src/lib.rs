@@ -3,8 +3,10 @@
 //! Layout:
 //! - [`LakeQuery`]: opens the tables and runs SQL.
 //! - [`format`]: renders results as a table, CSV or JSON.
+//! - [`serve`]: the Postgres wire protocol endpoint (psql, Grafana, BI tools).
 
 pub mod format;
+pub mod serve;
 
 use std::sync::Arc;
 
@@ -12,8 +14,9 @@ use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::SQLOptions;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use deltalake::{DeltaTableBuilder, DeltaTableError};
+use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use paystream_sinks::delta::LakeLocation;
 
 /// Errors of the query crate.
@@ -33,6 +36,8 @@ pub enum Error {
     Output(#[from] ArrowError),
     #[error("no lake table exists yet under {0} (has the pipeline committed anything?)")]
     EmptyLake(String),
+    #[error("serve: {0}")]
+    Serve(String),
 }
 
 // Boxed: DataFusion's and delta-rs's errors are large, and every `Result` would carry them.
@@ -61,7 +66,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// A read-only SQL session over the lake's tables.
 pub struct LakeQuery {
     ctx: SessionContext,
-    tables: Vec<String>,
+    location: LakeLocation,
+    /// Every table asked for, with its Delta handle once it exists.
+    tables: Vec<(String, Option<DeltaTable>)>,
 }
 
 impl LakeQuery {
@@ -69,35 +76,96 @@ impl LakeQuery {
     /// are skipped; an empty lake is an error.
     pub async fn open(location: &LakeLocation, tables: &[String]) -> Result<Self> {
         let config = SessionConfig::new().with_information_schema(true);
-        let ctx = SessionContext::new_with_config(config);
-        let mut found = Vec::new();
-        for name in tables {
-            let url = location.table(name)?;
-            let builder = DeltaTableBuilder::from_url(url)
-                .map_err(|e| table_error(name, e))?
-                .with_storage_options(location.options().clone());
-            let mut table = builder.build().map_err(|e| table_error(name, e))?;
-            let exists = table.verify_deltatable_existence().await.unwrap_or(false);
-            if !exists {
-                continue;
-            }
-            table.load().await.map_err(|e| table_error(name, e))?;
-            table
-                .update_datafusion_session(&ctx.state())
-                .map_err(|e| table_error(name, e))?;
-            let provider = table.table_provider().await?;
-            ctx.register_table(name.as_str(), provider)?;
-            found.push(name.clone());
-        }
-        if found.is_empty() {
-            return Err(Error::EmptyLake(location.root().to_string()));
-        }
-        Ok(Self { ctx, tables: found })
+        Self::open_in(
+            SessionContext::new_with_config(config),
+            location,
+            tables,
+            true,
+        )
+        .await
     }
 
-    /// The tables registered.
-    pub fn tables(&self) -> &[String] {
-        &self.tables
+    /// As [`LakeQuery::open`], with every query of the session sharing a memory pool of
+    /// `memory_limit` bytes (a query that needs more fails alone), and an empty lake
+    /// accepted: a server starts before the pipeline's first commit.
+    pub async fn open_for_serving(
+        location: &LakeLocation,
+        tables: &[String],
+        memory_limit: usize,
+    ) -> Result<Self> {
+        let config = SessionConfig::new().with_information_schema(true);
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(memory_limit, 1.0)
+            .build_arc()?;
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        Self::open_in(ctx, location, tables, false).await
+    }
+
+    async fn open_in(
+        ctx: SessionContext,
+        location: &LakeLocation,
+        tables: &[String],
+        require_one: bool,
+    ) -> Result<Self> {
+        let mut lake = Self {
+            ctx,
+            location: location.clone(),
+            tables: tables.iter().map(|t| (t.clone(), None)).collect(),
+        };
+        lake.refresh().await?;
+        if require_one && lake.tables().is_empty() {
+            return Err(Error::EmptyLake(location.root().to_string()));
+        }
+        Ok(lake)
+    }
+
+    /// Make the session see what was committed since it was opened (or last refreshed),
+    /// including tables created since.
+    pub async fn refresh(&mut self) -> Result<()> {
+        for (name, handle) in &mut self.tables {
+            let changed = match handle {
+                Some(table) => {
+                    let before = table.version();
+                    table
+                        .update_incremental(None)
+                        .await
+                        .map_err(|e| table_error(name, e))?;
+                    table.version() != before
+                }
+                None => {
+                    let url = self.location.table(name)?;
+                    let mut table = DeltaTableBuilder::from_url(url)
+                        .map_err(|e| table_error(name, e))?
+                        .with_storage_options(self.location.options().clone())
+                        .build()
+                        .map_err(|e| table_error(name, e))?;
+                    if !table.verify_deltatable_existence().await.unwrap_or(false) {
+                        continue;
+                    }
+                    table.load().await.map_err(|e| table_error(name, e))?;
+                    *handle = Some(table);
+                    true
+                }
+            };
+            if let (true, Some(table)) = (changed, handle.as_ref()) {
+                table
+                    .update_datafusion_session(&self.ctx.state())
+                    .map_err(|e| table_error(name, e))?;
+                let provider = table.table_provider().await?;
+                // Replaces the previous snapshot's provider, if any.
+                self.ctx.register_table(name.as_str(), provider)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The tables registered (those that exist).
+    pub fn tables(&self) -> Vec<String> {
+        self.tables
+            .iter()
+            .filter(|(_, t)| t.is_some())
+            .map(|(n, _)| n.clone())
+            .collect()
     }
 
     /// Run one read-only SQL statement (DDL, DML and `SET` are refused).

@@ -310,7 +310,7 @@ async fn run_kafka(
     Ok(totals)
 }
 
-async fn wait_for_signal() {
+pub async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

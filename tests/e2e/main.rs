@@ -13,6 +13,7 @@
 //! - [`lake`]: exactly-once into a local and an S3 lake, and the checker's own self-test;
 //! - [`crash`]: exactly-once across SIGKILLs at random moments;
 //! - [`cli`]: `paystream query` and `paystream validate`;
+//! - [`serve`]: `paystream serve` with psql and psycopg, passwords, read-only, timeouts;
 //! - [`traces`]: the otlp source fed by the OpenTelemetry SDK, bad OTLP input, and the
 //!   pipeline's own spans linked to the producers' traces.
 //!
@@ -25,5 +26,6 @@
 mod cli;
 mod crash;
 mod lake;
+mod serve;
 mod support;
 mod traces;

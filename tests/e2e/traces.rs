@@ -261,6 +261,20 @@ fn pipeline_spans_link_producers_and_join_payments() {
     assert_eq!(int(&joined[0]["spans"]), 60, "{joined:?}");
     assert!(int(&joined[0]["payments"]) >= 30, "{joined:?}");
 
+    // The same join through `paystream serve`, as psql (or Grafana) sends it.
+    let (mut server, port) = crate::serve::start_serve(&s, "30s");
+    let (ok, out, err) = crate::serve::psql(
+        &s,
+        port,
+        "analyst",
+        "s3cret-pw",
+        "SELECT count(DISTINCT s.span_id) FROM payments p JOIN spans s ON p.trace_id = s.trace_id",
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "60");
+    server.terminate();
+    server.expect_success(Duration::from_secs(60));
+
     // The README's example and the Grafana panel answer over the same lake.
     let readme = include_str!("../../README.md");
     assert!(
