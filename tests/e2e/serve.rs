@@ -3,23 +3,14 @@
 //! Grafana's data source and BI tools use it) — against what `paystream query` answers; and the
 //! guards: passwords, read-only, engine settings, the statement timeout.
 
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::support::{unique, Lake, Proc, Scenario, Topics};
+use crate::support::{free_port, unique, Lake, Proc, Scenario, Topics};
 
 const USER: &str = "analyst";
 const PASSWORD: &str = "s3cret-pw";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("cannot find a free port: {e}"))
-}
 
 /// `paystream serve` on the scenario's lake, once it accepts connections.
 pub fn start_serve(s: &Scenario, timeout: &str) -> (Proc, u16) {
@@ -33,17 +24,7 @@ pub fn start_serve(s: &Scenario, timeout: &str) -> (Proc, u16) {
             format!("{USER}:{PASSWORD},bi:other-pw"),
         );
     let mut p = Proc::spawn("serve", cmd, s.dir());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if let Some(status) = p.poll() {
-            panic!("serve exited ({status}) before listening.\n{}", p.report());
-        }
-        assert!(
-            Instant::now() < deadline,
-            "serve is not listening after 60s"
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
+    p.wait_listening(port);
     (p, port)
 }
 

@@ -3,23 +3,13 @@
 //! pipeline's own batch spans, exported to a second paystream, linked to the producers' traces,
 //! with `payments JOIN spans ON trace_id` answering through `paystream query`.
 
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{toml_str, Lake, Proc, Scenario, Topics};
-
-/// A loopback port nobody listens on right now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("cannot find a free port: {e}"))
-}
+use crate::support::{free_port, toml_str, Lake, Proc, Scenario, Topics};
 
 struct Receiver {
     grpc: u16,
@@ -58,19 +48,8 @@ fn start(s: &Scenario, r: &Receiver, name: &str) -> Proc {
     let mut cmd = s.paystream();
     cmd.args(["run", "-c"]).arg(&r.config);
     let mut p = Proc::spawn(name, cmd, s.dir());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for port in [r.grpc, r.http] {
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Some(status) = p.poll() {
-                panic!("{name} exited ({status}) before listening.\n{}", p.report());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name} is not listening on {port} after 60s"
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
-    }
+    p.wait_listening(r.grpc);
+    p.wait_listening(r.http);
     p
 }
 

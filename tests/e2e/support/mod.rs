@@ -92,6 +92,14 @@ pub fn event_count(default: u64) -> u64 {
     }
 }
 
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("cannot find a free port: {e}"))
+}
+
 /// `s` as a TOML basic string (JSON's string escapes are valid TOML).
 pub fn toml_str(s: &str) -> String {
     serde_json::Value::from(s).to_string()

@@ -96,6 +96,27 @@ impl Proc {
             .unwrap_or_else(|e| panic!("cannot reap {}: {e}", self.name))
     }
 
+    /// Waits until something accepts connections on 127.0.0.1:`port`; panics with the
+    /// child's output if it exits first or after 60 seconds.
+    pub fn wait_listening(&mut self, port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(status) = self.poll() {
+                panic!(
+                    "{} exited ({status}) before listening.\n{}",
+                    self.name,
+                    self.report()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} is not listening on {port} after 60s",
+                self.name
+            );
+            thread::sleep(POLL);
+        }
+    }
+
     /// Asks the child to stop with SIGTERM (a clean shutdown), without waiting.
     pub fn terminate(&mut self) {
         if self.poll().is_some() {
