@@ -132,6 +132,10 @@ pub struct ServeArgs {
     /// Address for Postgres clients.
     #[arg(long, default_value = "127.0.0.1:5432")]
     pub listen: std::net::SocketAddr,
+    /// Also answer `POST /sql` over HTTP here (JSON lines, or Arrow IPC with
+    /// `Accept: application/vnd.apache.arrow.stream`), with the same users (HTTP Basic).
+    #[arg(long)]
+    pub http_listen: Option<std::net::SocketAddr>,
     /// Longest a statement may run, rows included, e.g. "30s".
     #[arg(long, value_parser = parse_duration, default_value = "30s")]
     pub query_timeout: Duration,

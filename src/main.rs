@@ -152,6 +152,31 @@ async fn serve(args: cli::ServeArgs) -> Result<ExitCode> {
         Err(_) => Default::default(),
     };
     let lake = LakeQuery::open_for_serving(&location, &names, args.memory_limit_mib << 20).await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    tokio::spawn(async move {
+        pipeline::wait_for_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let http = match args.http_listen {
+        Some(addr) if users.is_empty() && !args.allow_anonymous => {
+            anyhow::bail!("--http-listen {addr}: no users configured (PAYSTREAM_SERVE_USERS) and --allow-anonymous not given")
+        }
+        Some(addr) => Some(tokio::spawn(paystream_query::http::serve_http(
+            lake.context(),
+            addr,
+            users.clone(),
+            args.query_timeout,
+            args.max_concurrent_queries,
+            stopped(),
+        ))),
+        None => None,
+    };
     let opts = paystream_query::serve::ServeOptions {
         listen: args.listen,
         users,
@@ -160,7 +185,10 @@ async fn serve(args: cli::ServeArgs) -> Result<ExitCode> {
         max_concurrent_queries: args.max_concurrent_queries,
         refresh_every: std::time::Duration::from_secs(1),
     };
-    paystream_query::serve::serve_postgres(lake, opts, pipeline::wait_for_signal()).await?;
+    paystream_query::serve::serve_postgres(lake, opts, stopped()).await?;
+    if let Some(h) = http {
+        h.await.context("the HTTP endpoint failed")??;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -4,8 +4,10 @@
 //! - [`LakeQuery`]: opens the tables and runs SQL.
 //! - [`format`]: renders results as a table, CSV or JSON.
 //! - [`serve`]: the Postgres wire protocol endpoint (psql, Grafana, BI tools).
+//! - [`http`]: `POST /sql` answering JSON lines or Arrow IPC.
 
 pub mod format;
+pub mod http;
 pub mod serve;
 
 use std::sync::Arc;

@@ -14,10 +14,18 @@ const PASSWORD: &str = "s3cret-pw";
 
 /// `paystream serve` on the scenario's lake, once it accepts connections.
 pub fn start_serve(s: &Scenario, timeout: &str) -> (Proc, u16) {
+    let (p, port, _) = start_serve_http(s, timeout);
+    (p, port)
+}
+
+/// As [`start_serve`], with the HTTP endpoint too: (process, postgres port, http port).
+pub fn start_serve_http(s: &Scenario, timeout: &str) -> (Proc, u16, u16) {
     let port = free_port();
+    let http = free_port();
     let mut cmd = s.paystream();
     cmd.args(["serve", "--lake", &s.lake_uri])
         .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--http-listen", &format!("127.0.0.1:{http}")])
         .args(["--query-timeout", timeout])
         .env(
             "PAYSTREAM_SERVE_USERS",
@@ -25,7 +33,8 @@ pub fn start_serve(s: &Scenario, timeout: &str) -> (Proc, u16) {
         );
     let mut p = Proc::spawn("serve", cmd, s.dir());
     p.wait_listening(port);
-    (p, port)
+    p.wait_listening(http);
+    (p, port, http)
 }
 
 /// `psql -At` of `sql` as `user` with `password`: (success, stdout, stderr).
@@ -69,6 +78,29 @@ fn psycopg(s: &Scenario, port: u16, sql: &str, params: &[&str]) -> (i32, String)
     (done.status.code().unwrap_or(-1), done.stdout)
 }
 
+fn http_sql(
+    s: &Scenario,
+    url: &str,
+    auth: Option<(&str, &str)>,
+    sql: &str,
+    arrow: bool,
+) -> (i32, String) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/http_sql.py");
+    let mut cmd = Command::new(&s.services.python);
+    cmd.arg(script)
+        .arg(format!("--url={url}"))
+        .arg(format!("--sql={sql}"));
+    if let Some((user, password)) = auth {
+        cmd.arg(format!("--user={user}"))
+            .arg(format!("--password={password}"));
+    }
+    if arrow {
+        cmd.arg("--arrow");
+    }
+    let done = Proc::spawn("http_sql", cmd, s.dir()).finish(Duration::from_secs(120));
+    (done.status.code().unwrap_or(-1), done.stdout)
+}
+
 fn query_csv(s: &Scenario, sql: &str) -> String {
     let mut cmd = s.paystream();
     cmd.args(["query", "--lake", &s.lake_uri, "--format", "csv", sql]);
@@ -91,7 +123,7 @@ fn serve_answers_psql_and_psycopg_and_guards_the_lake() {
     s.generate(events, 5);
     let config = s.write_config(&unique("group"));
     s.run_to_idle(&config, events);
-    let (server, port) = start_serve(&s, "3s");
+    let (server, port, http) = start_serve_http(&s, "3s");
 
     // psql and `paystream query` agree.
     let sums = "SELECT currency, sum(amount_minor) AS total FROM payments GROUP BY currency ORDER BY currency";
@@ -195,6 +227,50 @@ fn serve_answers_psql_and_psycopg_and_guards_the_lake() {
         out.trim(),
         query_csv(&s, "SELECT count(*) FROM orders").trim()
     );
+
+    // The HTTP endpoint: the same answers as JSON lines and as Arrow IPC (read by pyarrow), the
+    // same users, the same read-only rule.
+    let by_currency = |out: &str| -> Vec<(String, i64)> {
+        out.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                let total = v["total"]
+                    .as_i64()
+                    .or_else(|| v["total"].as_str().and_then(|t| t.parse().ok()))
+                    .unwrap();
+                (v["currency"].as_str().unwrap().to_string(), total)
+            })
+            .collect()
+    };
+    let expected: Vec<(String, i64)> = query_csv(&s, sums)
+        .lines()
+        .map(|l| {
+            let (c, t) = l.split_once(',').unwrap();
+            (c.to_string(), t.parse().unwrap())
+        })
+        .collect();
+    let url = format!("http://127.0.0.1:{http}/sql");
+    let (code, out) = http_sql(&s, &url, Some((USER, PASSWORD)), sums, false);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(by_currency(&out), expected);
+    let (code, out) = http_sql(&s, &url, Some((USER, PASSWORD)), sums, true);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(by_currency(&out), expected);
+    let (code, out) = http_sql(&s, &url, Some((USER, "wrong")), sums, false);
+    assert!(code == 3 && out.contains("status 401"), "{out}");
+    let (code, out) = http_sql(&s, &url, None, sums, false);
+    assert!(code == 3 && out.contains("status 401"), "{out}");
+    for sql in [
+        "INSERT INTO payments (event_id) VALUES ('x')",
+        "COPY payments TO '/tmp/paystream-copy-http.csv'",
+        "CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '/etc/passwd'",
+        "SET datafusion.execution.batch_size = 1",
+    ] {
+        let (code, out) = http_sql(&s, &url, Some((USER, PASSWORD)), sql, false);
+        assert!(code == 3 && out.contains("status 403"), "{sql}: {out}");
+    }
+    assert!(!Path::new("/tmp/paystream-copy-http.csv").exists());
 
     let mut server = server;
     server.terminate();
