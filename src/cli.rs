@@ -71,6 +71,32 @@ pub struct RunArgs {
     /// Log a progress line this often, e.g. "10s" ("0s" turns it off).
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     pub progress: Duration,
+    /// Also serve the lake to Postgres clients here, in this process (see `paystream serve`).
+    #[arg(long)]
+    pub serve: Option<std::net::SocketAddr>,
+    /// Also answer `POST /sql` over HTTP here, in this process.
+    #[arg(long)]
+    pub serve_http: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    pub limits: ServeLimits,
+}
+
+/// What every SQL endpoint allows.
+#[derive(Debug, Args)]
+pub struct ServeLimits {
+    /// Longest a statement may run, rows included, e.g. "30s".
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    pub query_timeout: Duration,
+    /// Memory all running queries may hold together, in MiB; a query that needs more fails
+    /// alone.
+    #[arg(long, default_value_t = 1024)]
+    pub memory_limit_mib: usize,
+    /// Statements that may run at once; more wait for a slot (within their timeout).
+    #[arg(long, default_value_t = 4)]
+    pub max_concurrent_queries: usize,
+    /// Serve without authentication when PAYSTREAM_SERVE_USERS is not set.
+    #[arg(long)]
+    pub allow_anonymous: bool,
 }
 
 #[derive(Debug, Args)]
@@ -136,19 +162,8 @@ pub struct ServeArgs {
     /// `Accept: application/vnd.apache.arrow.stream`), with the same users (HTTP Basic).
     #[arg(long)]
     pub http_listen: Option<std::net::SocketAddr>,
-    /// Longest a statement may run, rows included, e.g. "30s".
-    #[arg(long, value_parser = parse_duration, default_value = "30s")]
-    pub query_timeout: Duration,
-    /// Memory all running queries may hold together, in MiB; a query that needs more fails
-    /// alone.
-    #[arg(long, default_value_t = 1024)]
-    pub memory_limit_mib: usize,
-    /// Statements that may run at once; more wait for a slot (within their timeout).
-    #[arg(long, default_value_t = 4)]
-    pub max_concurrent_queries: usize,
-    /// Serve without authentication when PAYSTREAM_SERVE_USERS is not set.
-    #[arg(long)]
-    pub allow_anonymous: bool,
+    #[command(flatten)]
+    pub limits: ServeLimits,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -95,7 +95,36 @@ async fn dispatch(command: Command, config: Option<Config>) -> Result<ExitCode> 
                 progress_every: Some(args.progress).filter(|d| !d.is_zero()),
                 stop_after: None,
             };
-            let totals = pipeline::run(&cfg, opts).await?;
+            // The SQL endpoints, when asked for, serve the sink's lake from this process and
+            // stop with the pipeline.
+            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            let servers = if args.serve.is_some() || args.serve_http.is_some() {
+                let sink = cfg.sinks.values().next().map(|s| match s {
+                    SinkConfig::Delta(d) => d,
+                });
+                let Some(sink) = sink else {
+                    anyhow::bail!("--serve: the pipeline has no delta sink to serve");
+                };
+                let location = pipeline::lake_location(sink)?;
+                let mut names: Vec<String> = cfg.schema.tables().map(|t| t.name.clone()).collect();
+                names.push(DLQ_TABLE.to_string());
+                names.push(SPANS_TABLE.to_string());
+                spawn_servers(
+                    &location,
+                    &names,
+                    args.serve,
+                    args.serve_http,
+                    &args.limits,
+                    stop_rx,
+                )
+                .await?
+            } else {
+                Vec::new()
+            };
+            let totals = pipeline::run(&cfg, opts).await;
+            let _ = stop_tx.send(true);
+            join_servers(servers).await?;
+            let totals = totals?;
             tracing::info!(rows = ?totals.rows, commits = totals.commits, files = totals.files, "pipeline stopped");
             if let (Some(busy), Some(rate)) = (totals.busy, totals.rate()) {
                 // One stable line for scripts/bench to read.
@@ -147,49 +176,84 @@ fn lake_and_tables(
 
 async fn serve(args: cli::ServeArgs) -> Result<ExitCode> {
     let (location, names) = lake_and_tables(args.lake.as_deref(), args.config.as_deref())?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let servers = spawn_servers(
+        &location,
+        &names,
+        Some(args.listen),
+        args.http_listen,
+        &args.limits,
+        stop_rx,
+    )
+    .await?;
+    pipeline::wait_for_signal().await;
+    let _ = stop_tx.send(true);
+    join_servers(servers).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+type Server = tokio::task::JoinHandle<paystream_query::Result<()>>;
+
+/// Start the Postgres and/or HTTP endpoints over `location`; they stop when `stop` turns true.
+async fn spawn_servers(
+    location: &LakeLocation,
+    names: &[String],
+    postgres: Option<std::net::SocketAddr>,
+    http: Option<std::net::SocketAddr>,
+    limits: &cli::ServeLimits,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<Vec<Server>> {
     let users = match std::env::var("PAYSTREAM_SERVE_USERS") {
         Ok(v) => parse_users(&v)?,
         Err(_) => Default::default(),
     };
-    let lake = LakeQuery::open_for_serving(&location, &names, args.memory_limit_mib << 20).await?;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if users.is_empty() && !limits.allow_anonymous {
+        anyhow::bail!(
+            "no users configured: set PAYSTREAM_SERVE_USERS=name:password[,name:password] \
+             (or pass --allow-anonymous)"
+        );
+    }
     let stopped = move || {
-        let mut rx = stop_rx.clone();
+        let mut rx = stop.clone();
         async move {
             let _ = rx.wait_for(|s| *s).await;
         }
     };
-    tokio::spawn(async move {
-        pipeline::wait_for_signal().await;
-        let _ = stop_tx.send(true);
-    });
-    let http = match args.http_listen {
-        Some(addr) if users.is_empty() && !args.allow_anonymous => {
-            anyhow::bail!("--http-listen {addr}: no users configured (PAYSTREAM_SERVE_USERS) and --allow-anonymous not given")
-        }
-        Some(addr) => Some(tokio::spawn(paystream_query::http::serve_http(
+    let lake = LakeQuery::open_for_serving(location, names, limits.memory_limit_mib << 20).await?;
+    let mut servers = Vec::new();
+    if let Some(addr) = http {
+        servers.push(tokio::spawn(paystream_query::http::serve_http(
             lake.context(),
             addr,
             users.clone(),
-            args.query_timeout,
-            args.max_concurrent_queries,
+            limits.query_timeout,
+            limits.max_concurrent_queries,
             stopped(),
-        ))),
-        None => None,
-    };
-    let opts = paystream_query::serve::ServeOptions {
-        listen: args.listen,
-        users,
-        allow_anonymous: args.allow_anonymous,
-        query_timeout: args.query_timeout,
-        max_concurrent_queries: args.max_concurrent_queries,
-        refresh_every: std::time::Duration::from_secs(1),
-    };
-    paystream_query::serve::serve_postgres(lake, opts, stopped()).await?;
-    if let Some(h) = http {
-        h.await.context("the HTTP endpoint failed")??;
+        )));
     }
-    Ok(ExitCode::SUCCESS)
+    if let Some(listen) = postgres {
+        let opts = paystream_query::serve::ServeOptions {
+            listen,
+            users,
+            allow_anonymous: limits.allow_anonymous,
+            query_timeout: limits.query_timeout,
+            max_concurrent_queries: limits.max_concurrent_queries,
+            refresh_every: std::time::Duration::from_secs(1),
+        };
+        servers.push(tokio::spawn(paystream_query::serve::serve_postgres(
+            lake,
+            opts,
+            stopped(),
+        )));
+    }
+    Ok(servers)
+}
+
+async fn join_servers(servers: Vec<Server>) -> Result<()> {
+    for s in servers {
+        s.await.context("an SQL endpoint task failed")??;
+    }
+    Ok(())
 }
 
 /// `name:password[,name:password]`; a password may contain ':' but not ','.

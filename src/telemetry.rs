@@ -27,7 +27,7 @@ use tracing_subscriber::{filter, EnvFilter, Layer as _};
 
 use crate::cli::LogFormat;
 
-const DEFAULT_FILTER: &str = "info,deltalake=warn,deltalake_core=warn,buoyant_kernel=warn,delta_kernel=warn,datafusion=warn,h2=warn,tower=warn,hyper=warn";
+const DEFAULT_FILTER: &str = "info,deltalake=warn,deltalake_core=warn,deltalake_core::writer::stats=error,buoyant_kernel=warn,delta_kernel=warn,datafusion=warn,h2=warn,tower=warn,hyper=warn";
 
 /// Keeps the exporter alive; [`Telemetry::shutdown`] flushes the spans still buffered.
 pub struct Telemetry {

@@ -154,7 +154,9 @@ impl LakeQuery {
                     .update_datafusion_session(&self.ctx.state())
                     .map_err(|e| table_error(name, e))?;
                 let provider = table.table_provider().await?;
-                // Replaces the previous snapshot's provider, if any.
+                // A schema refuses a second table of the same name: the previous snapshot's
+                // provider goes first. Queries already planned keep the one they hold.
+                self.ctx.deregister_table(name.as_str())?;
                 self.ctx.register_table(name.as_str(), provider)?;
             }
         }

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::support::{free_port, unique, Lake, Proc, Scenario, Topics};
 
@@ -275,4 +275,69 @@ fn serve_answers_psql_and_psycopg_and_guards_the_lake() {
     let mut server = server;
     server.terminate();
     server.expect_success(Duration::from_secs(60));
+}
+
+const TOTAL: &str = "SELECT (SELECT count(*) FROM payments) + (SELECT count(*) FROM orders) \
+     + (SELECT count(*) FROM refunds) + (SELECT count(*) FROM dlq)";
+
+/// Polls the lake's row count through psql until it is `want`.
+fn wait_for_rows(s: &Scenario, port: u16, want: u64) {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        let (ok, out, err) = psql(s, port, USER, PASSWORD, TOTAL);
+        last = if ok { out.trim().to_string() } else { err };
+        if last == want.to_string() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    panic!("the served lake never reached {want} rows; last answer: {last}");
+}
+
+#[test]
+fn serve_inside_run_follows_commits_and_a_runaway_query_fails_alone() {
+    let s = Scenario::new("serve-in-run", Lake::Local);
+    s.create_topics(Topics {
+        payments: 2,
+        orders: 1,
+        refunds: 1,
+    });
+    let config = s.write_config(&unique("group"));
+    let port = free_port();
+    let mut cmd = s.run_cmd(&config, None);
+    cmd.args(["--serve", &format!("127.0.0.1:{port}")])
+        .args(["--query-timeout", "2s"])
+        .env("PAYSTREAM_SERVE_USERS", format!("{USER}:{PASSWORD}"));
+    let mut run = Proc::spawn("run-serving", cmd, s.dir());
+    run.wait_listening(port);
+
+    s.generate(3_000, 8);
+    wait_for_rows(&s, port, 3_000);
+
+    // More traffic arrives while a query runs past its limit: the query fails, ingestion
+    // does not notice.
+    let more = Proc::spawn(
+        "generate-more",
+        s.generate_cmd(2_000, 9, Some(1_000), &[]),
+        s.dir(),
+    );
+    let (ok, _, err) = psql(
+        &s,
+        port,
+        USER,
+        PASSWORD,
+        "SELECT count(*) FROM payments a, payments b, payments c WHERE a.amount_minor * b.amount_minor <> c.amount_minor",
+    );
+    assert!(!ok && err.contains("statement timeout"), "{err}");
+    more.expect_success(Duration::from_secs(120));
+    wait_for_rows(&s, port, 5_000);
+    assert!(
+        run.poll().is_none(),
+        "the pipeline stopped.\n{}",
+        run.report()
+    );
+
+    run.terminate();
+    run.expect_success(Duration::from_secs(60));
 }
