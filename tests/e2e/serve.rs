@@ -101,6 +101,18 @@ fn http_sql(
     (done.status.code().unwrap_or(-1), done.stdout)
 }
 
+/// A cross join of billions of rows: it must stop at the server's statement timeout.
+fn expect_timeout(s: &Scenario, port: u16) {
+    let (ok, _, err) = psql(
+        s,
+        port,
+        USER,
+        PASSWORD,
+        "SELECT count(*) FROM payments a, payments b, payments c WHERE a.amount_minor * b.amount_minor <> c.amount_minor",
+    );
+    assert!(!ok && err.contains("statement timeout"), "{err}");
+}
+
 fn query_csv(s: &Scenario, sql: &str) -> String {
     let mut cmd = s.paystream();
     cmd.args(["query", "--lake", &s.lake_uri, "--format", "csv", sql]);
@@ -213,14 +225,7 @@ fn serve_answers_psql_and_psycopg_and_guards_the_lake() {
     assert!(!Path::new("/tmp/paystream-copy.csv").exists());
 
     // A query past its deadline fails alone; the next one is answered.
-    let (ok, _, err) = psql(
-        &s,
-        port,
-        USER,
-        PASSWORD,
-        "SELECT count(*) FROM payments a, payments b, payments c WHERE a.amount_minor * b.amount_minor <> c.amount_minor",
-    );
-    assert!(!ok && err.contains("statement timeout"), "{err}");
+    expect_timeout(&s, port);
     let (ok, out, err) = psql(&s, port, USER, PASSWORD, "SELECT count(*) FROM orders");
     assert!(ok, "{err}");
     assert_eq!(
@@ -322,14 +327,7 @@ fn serve_inside_run_follows_commits_and_a_runaway_query_fails_alone() {
         s.generate_cmd(2_000, 9, Some(1_000), &[]),
         s.dir(),
     );
-    let (ok, _, err) = psql(
-        &s,
-        port,
-        USER,
-        PASSWORD,
-        "SELECT count(*) FROM payments a, payments b, payments c WHERE a.amount_minor * b.amount_minor <> c.amount_minor",
-    );
-    assert!(!ok && err.contains("statement timeout"), "{err}");
+    expect_timeout(&s, port);
     more.expect_success(Duration::from_secs(120));
     wait_for_rows(&s, port, 5_000);
     assert!(
