@@ -8,7 +8,7 @@ mod kafka_sink;
 mod spans;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -148,7 +148,6 @@ fn plan(cfg: &Config) -> Result<Plan<'_>> {
 pub async fn run(cfg: &Config, run: RunOptions) -> Result<Totals> {
     let plan = plan(cfg)?;
     let location = lake_location(plan.sink)?;
-    let stop = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = watch::channel(false);
     let signals = tokio::spawn({
         let stop_tx = stop_tx.clone();
@@ -165,16 +164,6 @@ pub async fn run(cfg: &Config, run: RunOptions) -> Result<Totals> {
             let _ = stop_tx.send(true);
         })
     });
-    // The Kafka source polls an atomic flag from its thread.
-    let bridge = tokio::spawn({
-        let stop = stop.clone();
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-            stop.store(true, Ordering::SeqCst);
-        }
-    });
-
     let otlp = match plan.otlp {
         Some(o) => Some(start_otlp(cfg, plan.sink, o, &location).await?),
         None => None,
@@ -188,7 +177,7 @@ pub async fn run(cfg: &Config, run: RunOptions) -> Result<Totals> {
     // loop's commit; the span loop ends when the receiver's last sender is gone.
     let sources = async {
         let result = match plan.kafka {
-            Some(k) => run_kafka(cfg, plan.sink, k, &location, &run, stop.clone()).await,
+            Some(k) => run_kafka(cfg, plan.sink, k, &location, &run, stop_rx.clone()).await,
             None => {
                 let mut rx = stop_rx.clone();
                 let _ = rx.wait_for(|s| *s).await;
@@ -212,7 +201,6 @@ pub async fn run(cfg: &Config, run: RunOptions) -> Result<Totals> {
         totals.rows.insert(SPANS_TABLE.to_string(), n);
     }
     signals.abort();
-    bridge.abort();
     if let Some(t) = timer {
         t.abort();
     }
@@ -258,7 +246,7 @@ async fn run_kafka(
     kafka_cfg: &KafkaSourceConfig,
     location: &LakeLocation,
     run: &RunOptions,
-    stop: Arc<AtomicBool>,
+    mut stop: watch::Receiver<bool>,
 ) -> Result<Totals> {
     let lake = Lake::open(
         location,
@@ -277,10 +265,9 @@ async fn run_kafka(
     let source_stop = source.stop_handle();
     let stats = source.stats.clone();
     let committed = source.committed_sender();
+    // The source's thread polls an atomic flag; a signal (or the timer) raises it.
     let forward = tokio::spawn(async move {
-        while !stop.load(Ordering::SeqCst) {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let _ = stop.wait_for(|s| *s).await;
         source_stop.store(true, Ordering::SeqCst);
     });
     let progress = run

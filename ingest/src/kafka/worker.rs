@@ -333,12 +333,15 @@ impl Worker {
                 let mut next = Some(msg);
                 let mut taken = 0;
                 while let Some(msg) = next.take() {
-                    match msg {
+                    let full = match msg {
                         Ok(m) => self.decode(&m, now),
-                        Err(e) => warn!(error = %e, "kafka consumer error"),
-                    }
+                        Err(e) => {
+                            warn!(error = %e, "kafka consumer error");
+                            false
+                        }
+                    };
                     taken += 1;
-                    if taken < BURST && !self.batch_full() {
+                    if taken < BURST && !full {
                         next = self.consumer.poll(Duration::ZERO);
                     }
                 }
@@ -368,11 +371,8 @@ impl Worker {
         self.shutdown()
     }
 
-    fn batch_full(&self) -> bool {
-        self.lock().normaliser.buffered_rows() >= self.opts.batch_max_events
-    }
-
-    fn decode(&self, m: &rdkafka::message::BorrowedMessage<'_>, now: i64) {
+    /// Decode one message into the batch being built; returns whether the batch is full.
+    fn decode(&self, m: &rdkafka::message::BorrowedMessage<'_>, now: i64) -> bool {
         let headers: Vec<(&str, Option<&[u8]>)> = m
             .headers()
             .map(|h| h.iter().map(|h| (h.key, h.value)).collect())
@@ -395,7 +395,7 @@ impl Worker {
             .position(|p| p.partition == m.partition() && p.topic == m.topic())
         else {
             // Not (or no longer) ours: a message fetched before a revocation.
-            return;
+            return false;
         };
         if offset < shared.parts[i].next {
             debug!(
@@ -404,7 +404,7 @@ impl Worker {
                 offset,
                 "redelivered message skipped"
             );
-            return;
+            return false;
         }
         shared.normaliser.push(&rec, now);
         let part = &mut shared.parts[i];
@@ -417,9 +417,11 @@ impl Worker {
             shared.started = Some(Instant::now());
             shared.spans = Some(trace::start_batch());
         }
+        let full = shared.normaliser.buffered_rows() >= self.opts.batch_max_events;
         drop(shared);
         self.stats.messages.fetch_add(1, Ordering::Relaxed);
         self.stats.bytes.fetch_add(len, Ordering::Relaxed);
+        full
     }
 
     fn set_paused(&self, pause: bool) {
