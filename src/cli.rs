@@ -36,7 +36,17 @@ pub enum Command {
     /// Produce realistic synthetic payment traffic into Kafka.
     Generate(GenerateArgs),
     /// Run SQL over the lake's tables (payments, orders, refunds, dlq, spans).
+    ///
+    /// Without SQL, opens an interactive shell (history in ~/.paystream_history). A table as
+    /// it was: "payments@v12" (a version) or "payments@2026-11-22T10:00:00Z" (an instant),
+    /// quoted, e.g. SELECT count(*) FROM "payments@v3".
     Query(QueryArgs),
+    /// Write a query's result to a CSV, JSON-lines or Parquet file, locally or on S3.
+    ///
+    /// The file appears whole or not at all (written under a staging name, or as one S3
+    /// upload). With --config and --id, runs an [exports.<id>] of the pipeline file for its
+    /// last completed period.
+    Export(ExportArgs),
     /// Serve the lake over the Postgres wire protocol (psql, Grafana, Metabase, Superset).
     ///
     /// Read-only: statements that write or change engine settings are refused. Users come from
@@ -97,6 +107,13 @@ pub struct ServeLimits {
     /// Serve without authentication when PAYSTREAM_SERVE_USERS is not set.
     #[arg(long)]
     pub allow_anonymous: bool,
+    /// PEM certificate (chain) for TLS on the Postgres endpoint; with it, plain-text
+    /// connections are refused.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -128,12 +145,18 @@ pub struct GenerateArgs {
     /// Extra librdkafka producer property, KEY=VALUE (repeatable).
     #[arg(short = 'X', value_parser = parse_kv)]
     pub property: Vec<(String, String)>,
+    /// Skip Kafka: decode the events and commit them straight into the lake at this folder or
+    /// s3:// URI (needs --count; --rate is then events per second of event time, default a
+    /// day per million). Running it again with the same seed adds nothing twice.
+    #[arg(long, requires = "count")]
+    pub lake: Option<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct QueryArgs {
     /// SQL to run, e.g. "SELECT currency, sum(amount_minor) FROM payments GROUP BY 1".
-    pub sql: String,
+    /// Without it, an interactive shell reads statements ending with ';'.
+    pub sql: Option<String>,
     /// Lake location (local folder or s3://bucket/prefix); S3 settings come from the AWS_*
     /// environment variables. Default: the delta sink's uri in --config, else ./lake.
     #[arg(long, env = "LAKE_URI")]
@@ -141,9 +164,45 @@ pub struct QueryArgs {
     /// Pipeline file whose lake and table names to use.
     #[arg(short, long)]
     pub config: Option<PathBuf>,
-    /// Output format.
+    /// Output format (parquet needs --output).
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub format: OutputFormat,
+    /// Write the result to this file instead of standard output.
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// Print on stderr how long planning and execution took ("timing: 12.3 ms").
+    #[arg(long)]
+    pub timing: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The query whose result is exported.
+    #[arg(long, required_unless_present = "id", conflicts_with = "id")]
+    pub sql: Option<String>,
+    /// Where: a file path or s3://bucket/key (S3 settings from the AWS_* variables).
+    #[arg(long, required_unless_present = "id", conflicts_with = "id")]
+    pub to: Option<String>,
+    /// File format (default: from the extension of --to, else csv).
+    #[arg(long, value_enum)]
+    pub format: Option<ExportFormatArg>,
+    /// Run the [exports.<ID>] of --config for its last completed period.
+    #[arg(long, requires = "config")]
+    pub id: Option<String>,
+    /// Lake location (local folder or s3://bucket/prefix). Default: the delta sink's uri in
+    /// --config, else ./lake.
+    #[arg(long, env = "LAKE_URI")]
+    pub lake: Option<String>,
+    /// Pipeline file whose lake, table names and exports to use.
+    #[arg(short, long)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ExportFormatArg {
+    Csv,
+    Json,
+    Parquet,
 }
 
 #[derive(Debug, Args)]
@@ -166,11 +225,12 @@ pub struct ServeArgs {
     pub limits: ServeLimits,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
     Table,
     Csv,
     Json,
+    Parquet,
 }
 
 #[derive(Debug, Args)]

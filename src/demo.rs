@@ -25,6 +25,9 @@ async fn ctrl_c() {
 }
 
 pub async fn generate(args: GenerateArgs) -> Result<ExitCode> {
+    if let Some(uri) = args.lake.clone() {
+        return crate::fill::generate_into_lake(args, &uri).await;
+    }
     let options = GeneratorOptions {
         seed: args.seed,
         bad_ratio: args.bad_ratio,

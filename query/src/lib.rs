@@ -2,18 +2,25 @@
 //!
 //! Layout:
 //! - [`LakeQuery`]: opens the tables and runs SQL.
+//! - [`asof`]: time travel, `"payments@v12"` or `"payments@2026-11-22T10:00:00Z"`.
 //! - [`format`]: renders results as a table, CSV or JSON.
+//! - [`export`]: streams a query's result to a file or an S3 object, atomically.
+//! - [`schedule`]: the `[exports.<id>]` that run every period.
 //! - [`serve`]: the Postgres wire protocol endpoint (psql, Grafana, BI tools).
 //! - [`http`]: `POST /sql` answering JSON lines or Arrow IPC.
 
+pub mod asof;
+pub mod export;
 pub mod format;
 pub mod http;
+pub mod schedule;
 pub mod serve;
 
 use std::sync::Arc;
 
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::dataframe::DataFrame;
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::SQLOptions;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
@@ -40,6 +47,10 @@ pub enum Error {
     EmptyLake(String),
     #[error("serve: {0}")]
     Serve(String),
+    #[error("{name}: {message}")]
+    AsOf { name: String, message: String },
+    #[error("export to {to}: {message}")]
+    Export { to: String, message: String },
 }
 
 // Boxed: DataFusion's and delta-rs's errors are large, and every `Result` would carry them.
@@ -174,12 +185,18 @@ impl LakeQuery {
 
     /// Run one read-only SQL statement (DDL, DML and `SET` are refused).
     pub async fn sql(&self, sql: &str) -> Result<Vec<RecordBatch>> {
+        Ok(self.plan(sql).await?.collect().await?)
+    }
+
+    /// Plan one read-only SQL statement, with the `table@…` snapshots it names; the caller
+    /// executes it (collected or streamed).
+    pub async fn plan(&self, sql: &str) -> Result<DataFrame> {
         let opts = SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false);
-        let df = self.ctx.sql_with_options(sql, opts).await?;
-        Ok(df.collect().await?)
+        self.register_snapshots(sql).await?;
+        Ok(self.ctx.sql_with_options(sql, opts).await?)
     }
 
     /// The session, for callers that need more than `sql`.

@@ -31,18 +31,22 @@ use datafusion_postgres::pgwire::api::auth::noop::NoopStartupHandler;
 use datafusion_postgres::pgwire::api::auth::{
     AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler,
 };
-use datafusion_postgres::pgwire::api::cancel::DefaultCancelHandler;
+use datafusion_postgres::pgwire::api::cancel::CancelHandler;
 use datafusion_postgres::pgwire::api::portal::Portal;
 use datafusion_postgres::pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use datafusion_postgres::pgwire::api::results::Response;
 use datafusion_postgres::pgwire::api::store::PortalStore;
 use datafusion_postgres::pgwire::api::{
-    ClientInfo, ClientPortalStore, ConnectionManager, PgWireServerHandlers,
+    ClientInfo, ClientPortalStore, ConnectionGuard, ConnectionManager, PgWireServerHandlers,
 };
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use datafusion_postgres::pgwire::messages::cancel::CancelRequest;
 use datafusion_postgres::pgwire::messages::data::DataRow;
 use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
+use datafusion_postgres::pgwire::tokio::tokio_rustls::rustls;
+use datafusion_postgres::pgwire::tokio::TlsAcceptor;
 use datafusion_postgres::{DfSessionService, QueryHook};
+use futures::channel::oneshot;
 use futures::{Sink, Stream};
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, RwLock, Semaphore};
@@ -63,6 +67,48 @@ pub struct ServeOptions {
     pub max_concurrent_queries: usize,
     /// How often tables are re-read for new commits.
     pub refresh_every: Duration,
+    /// PEM certificate chain and private key: when set, every connection must use TLS.
+    pub tls: Option<TlsFiles>,
+}
+
+/// Where the server's certificate and key are (PEM; the key PKCS#8, PKCS#1 or SEC1).
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}
+
+impl TlsFiles {
+    /// The acceptor for these files; errors name the file, never its content.
+    pub fn acceptor(&self) -> Result<TlsAcceptor> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let bad = |what: &str, path: &std::path::Path, e: &dyn std::fmt::Display| {
+            Error::Serve(format!("TLS {what} {}: {e}", path.display()))
+        };
+        let certs = CertificateDer::pem_file_iter(&self.cert)
+            .and_then(|certs| certs.collect::<std::result::Result<Vec<_>, _>>())
+            .map_err(|e| bad("certificate", &self.cert, &e))?;
+        if certs.is_empty() {
+            return Err(bad(
+                "certificate",
+                &self.cert,
+                &"no certificate in the file",
+            ));
+        }
+        let key = PrivateKeyDer::from_pem_file(&self.key).map_err(|e| bad("key", &self.key, &e))?;
+        // Explicit provider: the dependency tree enables two, and rustls then refuses to pick.
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::Serve(format!("TLS: {e}")))?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| bad("certificate and key", &self.cert, &e))?;
+        // Lets clients that open with TLS directly (sslnegotiation=direct) connect too.
+        config.alpn_protocols = vec![b"postgresql".to_vec()];
+        Ok(TlsAcceptor::from(Arc::new(config)))
+    }
 }
 
 impl Debug for ServeOptions {
@@ -75,6 +121,7 @@ impl Debug for ServeOptions {
             .field("users", &users)
             .field("query_timeout", &self.query_timeout)
             .field("max_concurrent_queries", &self.max_concurrent_queries)
+            .field("tls", &self.tls.is_some())
             .finish()
     }
 }
@@ -203,6 +250,9 @@ struct Guarded {
     inner: Arc<DfSessionService>,
     slots: Arc<Semaphore>,
     timeout: Duration,
+    /// Cancel signals for queries whose rows are streaming. pgwire's own registry only
+    /// covers planning: DataFusion does its work while the rows are pulled, after that.
+    streams: Arc<ConnectionManager>,
 }
 
 impl Guarded {
@@ -226,21 +276,33 @@ impl Guarded {
         )
     }
 
-    /// The rows of a query response keep the slot and the deadline until the last one.
+    /// The client's cancel signal for the rows of its next query.
+    async fn cancel_signal<C: ClientInfo>(&self, client: &C) -> Cancel {
+        let (pid, key) = client.pid_and_secret_key();
+        let (handle, guard) = self.streams.register(pid, key);
+        Cancel {
+            rx: Some(handle.start_query().await),
+            _guard: guard,
+        }
+    }
+
+    /// The rows of a query response keep the slot, the deadline and the cancel signal until
+    /// the last one.
     fn guard(
         &self,
         response: Response,
         deadline: Instant,
         permit: Arc<OwnedSemaphorePermit>,
+        cancel: Option<Cancel>,
     ) -> Response {
         match response {
             Response::Query(mut q) => {
                 q.data_rows = Box::pin(Deadline {
-                    rows: q.data_rows,
+                    rows: Some(q.data_rows),
                     sleep: Box::pin(tokio::time::sleep_until(deadline)),
                     message: self.timed_out().to_string(),
+                    cancel,
                     _permit: permit,
-                    done: false,
                 });
                 Response::Query(q)
             }
@@ -249,28 +311,56 @@ impl Guarded {
     }
 }
 
-/// A row stream that ends with a "statement timeout" error at its deadline.
+/// A query's cancel receiver, registered under its connection's key while it lives.
+struct Cancel {
+    rx: Option<oneshot::Receiver<()>>,
+    _guard: ConnectionGuard,
+}
+
+/// A row stream that ends with an error at its deadline or when its client cancels. Either
+/// way the inner stream is dropped at once, which stops DataFusion's work for the query.
 struct Deadline {
-    rows: Pin<Box<dyn Stream<Item = PgWireResult<DataRow>> + Send>>,
+    rows: Option<Pin<Box<dyn Stream<Item = PgWireResult<DataRow>> + Send>>>,
     sleep: Pin<Box<tokio::time::Sleep>>,
     message: String,
+    cancel: Option<Cancel>,
     _permit: Arc<OwnedSemaphorePermit>,
-    done: bool,
 }
 
 impl Stream for Deadline {
     type Item = PgWireResult<DataRow>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if self.done {
+        if self.rows.is_none() {
             return Poll::Ready(None);
         }
         if self.sleep.as_mut().poll(cx).is_ready() {
-            self.done = true;
+            self.rows = None;
             let message = std::mem::take(&mut self.message);
             return Poll::Ready(Some(Err(user_error("57014", message))));
         }
-        self.rows.as_mut().poll_next(cx)
+        if let Some(rx) = self.cancel.as_mut().and_then(|c| c.rx.as_mut()) {
+            match Pin::new(rx).poll(cx) {
+                Poll::Ready(Ok(())) => {
+                    self.rows = None;
+                    return Poll::Ready(Some(Err(user_error(
+                        "57014",
+                        "canceling statement due to user request",
+                    ))));
+                }
+                // The signal was replaced or dropped: nothing more to watch.
+                Poll::Ready(Err(_)) => {
+                    if let Some(c) = self.cancel.as_mut() {
+                        c.rx = None;
+                    }
+                }
+                Poll::Pending => {}
+            }
+        }
+        match self.rows.as_mut() {
+            Some(rows) => rows.as_mut().poll_next(cx),
+            None => Poll::Ready(None),
+        }
     }
 }
 
@@ -285,15 +375,17 @@ impl SimpleQueryHandler for Guarded {
     {
         let deadline = Instant::now() + self.timeout;
         let permit = Arc::new(self.slot(deadline).await?);
+        let mut cancel = Some(self.cancel_signal(client).await);
         let responses = tokio::time::timeout_at(
             deadline,
             SimpleQueryHandler::do_query(self.inner.as_ref(), client, query),
         )
         .await
         .map_err(|_| self.timed_out())??;
+        // A simple query may hold several statements; the signal watches the first's rows.
         Ok(responses
             .into_iter()
-            .map(|r| self.guard(r, deadline, permit.clone()))
+            .map(|r| self.guard(r, deadline, permit.clone(), cancel.take()))
             .collect())
     }
 }
@@ -321,13 +413,14 @@ impl ExtendedQueryHandler for Guarded {
     {
         let deadline = Instant::now() + self.timeout;
         let permit = Arc::new(self.slot(deadline).await?);
+        let cancel = self.cancel_signal(client).await;
         let response = tokio::time::timeout_at(
             deadline,
             ExtendedQueryHandler::do_query(self.inner.as_ref(), client, portal, max_rows),
         )
         .await
         .map_err(|_| self.timed_out())??;
-        Ok(self.guard(response, deadline, permit))
+        Ok(self.guard(response, deadline, permit, Some(cancel)))
     }
 }
 
@@ -335,6 +428,7 @@ struct Handlers {
     service: Arc<Guarded>,
     users: Option<Users>,
     connections: Arc<ConnectionManager>,
+    require_tls: bool,
 }
 
 impl PgWireServerHandlers for Handlers {
@@ -350,18 +444,40 @@ impl PgWireServerHandlers for Handlers {
         Arc::new(Startup {
             users: self.users.clone(),
             connections: self.connections.clone(),
+            require_tls: self.require_tls,
         })
     }
 
-    fn cancel_handler(&self) -> Arc<impl datafusion_postgres::pgwire::api::cancel::CancelHandler> {
-        Arc::new(DefaultCancelHandler::new(self.connections.clone()))
+    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
+        Arc::new(Canceller {
+            planning: self.connections.clone(),
+            streaming: self.service.streams.clone(),
+        })
     }
 }
 
-/// Password authentication when users are configured, none otherwise.
+/// A cancel request (psql's Ctrl-C) stops the query whichever phase it is in.
+struct Canceller {
+    planning: Arc<ConnectionManager>,
+    streaming: Arc<ConnectionManager>,
+}
+
+#[async_trait]
+impl CancelHandler for Canceller {
+    async fn on_cancel_request(&self, request: CancelRequest) {
+        self.planning.cancel(request.pid, &request.secret_key).await;
+        self.streaming
+            .cancel(request.pid, &request.secret_key)
+            .await;
+    }
+}
+
+/// Password authentication when users are configured, none otherwise; with TLS configured,
+/// a plain-text connection is refused before it can send a password.
 struct Startup {
     users: Option<Users>,
     connections: Arc<ConnectionManager>,
+    require_tls: bool,
 }
 
 #[async_trait]
@@ -376,6 +492,13 @@ impl StartupHandler for Startup {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        if self.require_tls && !client.is_secure() {
+            return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                "FATAL".to_owned(),
+                "28000".to_owned(),
+                "this server requires TLS: connect with sslmode=require".to_owned(),
+            ))));
+        }
         match &self.users {
             Some(users) => {
                 let mut params = DefaultServerParameterProvider::default();
@@ -424,11 +547,14 @@ pub async fn serve_postgres(
         inner: Arc::new(DfSessionService::new_with_hooks(ctx, hooks)),
         slots: Arc::new(Semaphore::new(opts.max_concurrent_queries.max(1))),
         timeout: opts.query_timeout,
+        streams: Arc::new(ConnectionManager::new()),
     });
+    let tls = opts.tls.as_ref().map(TlsFiles::acceptor).transpose()?;
     let handlers = Arc::new(Handlers {
         service,
         users: (!opts.users.is_empty()).then(|| Users(Arc::new(opts.users.clone()))),
         connections: Arc::new(ConnectionManager::new()),
+        require_tls: tls.is_some(),
     });
     let listener = TcpListener::bind(opts.listen)
         .await
@@ -437,6 +563,7 @@ pub async fn serve_postgres(
         listen = %opts.listen,
         users = opts.users.len(),
         timeout = ?opts.query_timeout,
+        tls = tls.is_some(),
         "serving the lake over the Postgres protocol"
     );
     let lake = Arc::new(RwLock::new(lake));
@@ -459,8 +586,9 @@ pub async fn serve_postgres(
             accepted = listener.accept() => match accepted {
                 Ok((socket, peer)) => {
                     let handlers = handlers.clone();
+                    let tls = tls.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = datafusion_postgres::pgwire::tokio::process_socket(socket, None, handlers).await {
+                        if let Err(e) = datafusion_postgres::pgwire::tokio::process_socket(socket, tls, handlers).await {
                             tracing::debug!(%peer, error = %e, "postgres connection ended with an error");
                         }
                     });

@@ -106,7 +106,7 @@ fn s3_options(cx: &mut Cx<'_>, mut node: Node<'_, '_>) -> S3Options {
 }
 
 /// A local path, `file:///abs/path` or `s3://bucket[/prefix]`; returned trimmed.
-fn check_uri(text: &str) -> Result<String, String> {
+pub(super) fn check_uri(text: &str) -> Result<String, String> {
     let uri = text.trim();
     let Some((scheme, rest)) = uri.split_once("://") else {
         return Ok(uri.to_owned());

@@ -9,7 +9,7 @@ use toml::Spanned;
 
 use super::model::{Config, PipelineSection, DEFAULT_PIPELINE_NAME};
 use super::reader::{to_text, Cx, LineIndex, Node, Val};
-use super::{components, graph, schema_overrides, telemetry, Diagnostic, Diagnostics};
+use super::{components, exports, graph, schema_overrides, telemetry, Diagnostic, Diagnostics};
 use crate::schema::SchemaSpec;
 
 /// Parses and validates `text`; see [`super::from_str`].
@@ -33,6 +33,7 @@ pub fn from_str(
     let pipeline = pipeline(&mut cx, root.take("pipeline"));
     let overrides = schema_overrides::parse(&mut cx, root.take("schema"));
     let telemetry = telemetry::parse(&mut cx, root.take("telemetry"));
+    let exports = exports::parse(&mut cx, root.take("exports"));
     let parsed = components::parse(&mut cx, &mut root);
     graph::check(&mut cx, &parsed.graph, &parsed.section_spans);
     root.finish(&mut cx);
@@ -59,6 +60,7 @@ pub fn from_str(
         transforms: parsed.transforms,
         sinks: parsed.sinks,
         telemetry,
+        exports,
     })
 }
 

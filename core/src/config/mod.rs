@@ -21,6 +21,7 @@ mod components;
 mod delta;
 mod document;
 mod env;
+mod exports;
 mod graph;
 mod kafka;
 mod model;

@@ -45,6 +45,29 @@ pub struct Config {
     pub sinks: BTreeMap<String, SinkConfig>,
     /// `[telemetry]`, with the `OTEL_*` environment fallbacks applied.
     pub telemetry: TelemetryConfig,
+    /// `[exports.<id>]`.
+    pub exports: BTreeMap<String, ExportConfig>,
+}
+
+/// `[exports.<id>]`: a query over the lake written to a file every period.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportConfig {
+    pub id: String,
+    pub sql: String,
+    pub every: Duration,
+    /// A folder or `s3://bucket/prefix`, without a trailing `/`.
+    pub to: String,
+    pub format: ExportFileFormat,
+    /// `file:line` of the section, for errors found when the export runs.
+    pub defined_at: String,
+}
+
+/// File format of an export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFileFormat {
+    Csv,
+    Json,
+    Parquet,
 }
 
 /// `[pipeline]`: settings of the pipeline as a whole.

@@ -81,6 +81,16 @@ impl<'a> Cx<'a> {
 
     /// A variable of the environment the document is read with (the standard
     /// `OTEL_EXPORTER_OTLP_*` fallbacks of `[telemetry]`); an empty value counts as unset.
+    /// Line and column of a byte offset of the document.
+    pub fn position(&self, offset: usize) -> (usize, usize) {
+        self.lines.position(offset)
+    }
+
+    /// The file name diagnostics carry.
+    pub fn file(&self) -> &str {
+        self.file
+    }
+
     pub fn env_var(&self, name: &str) -> Option<String> {
         (self.env)(name).filter(|v| !v.trim().is_empty())
     }
