@@ -313,12 +313,8 @@ pub async fn spawn_exports(
         schedule::check(&lake, &exports).await?;
     }
     let options = location.options().clone();
-    let stopped = async move {
-        let mut rx = stop;
-        let _ = rx.wait_for(|s| *s).await;
-    };
     Ok(tokio::spawn(async move {
-        schedule::run_scheduled(lake, exports, options, stopped).await;
+        schedule::run_scheduled(lake, exports, options, stop).await;
         Ok(())
     }))
 }

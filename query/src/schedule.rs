@@ -10,7 +10,6 @@
 //! literals, to export exactly the rows of that period.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -119,43 +118,42 @@ pub async fn check(lake: &LakeQuery, exports: &[ExportConfig]) -> Result<()> {
     Ok(())
 }
 
-/// Runs every export at the end of each of its periods until `stop` completes. A failed run
-/// is logged and retried at the next wake-up; it never stops the pipeline.
+/// Runs every export at the end of each of its periods until `stop` turns true. A failed run
+/// is logged and retried at the next wake-up; it never stops the pipeline. An export under way
+/// when `stop` turns is finished first, so a clean shutdown leaves no staging file behind.
 pub async fn run_scheduled(
     mut lake: LakeQuery,
     exports: Vec<ExportConfig>,
     options: HashMap<String, String>,
-    stop: impl Future<Output = ()>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let work = async {
-        loop {
-            let now = Utc::now();
-            if let Err(e) = lake.refresh().await {
-                warn!(error = %e, "exports: cannot refresh the lake; retrying");
-            }
-            let mut next_wake = Duration::from_secs(3600);
-            for e in &exports {
-                // The period is exported once SETTLE has passed after its end.
-                let settled = now - chrono::Duration::from_std(SETTLE).unwrap_or_default();
-                if let Some(period) = Period::last_completed(settled, e.every) {
-                    match run_once(&lake, e, period, &options).await {
-                        Ok(RunOutcome::Written { file, stats }) => {
-                            info!(export = %e.id, file, rows = stats.rows, bytes = stats.bytes, "export written");
-                        }
-                        Ok(RunOutcome::AlreadyThere { .. }) => {}
-                        Err(err) => warn!(export = %e.id, error = %err, "export failed; retrying"),
-                    }
-                    let next_end = period.end + e.every + SETTLE;
-                    let wait = (next_end - Utc::now()).to_std().unwrap_or_default();
-                    next_wake = next_wake.min(wait.max(Duration::from_millis(200)));
-                }
-            }
-            tokio::time::sleep(next_wake.min(Duration::from_secs(30))).await;
+    while !*stop.borrow() {
+        let now = Utc::now();
+        if let Err(e) = lake.refresh().await {
+            warn!(error = %e, "exports: cannot refresh the lake; retrying");
         }
-    };
-    tokio::select! {
-        () = work => {}
-        () = stop => {}
+        let mut next_wake = Duration::from_secs(30);
+        for e in &exports {
+            // A period is exported once SETTLE has passed after its end.
+            let settled = now - chrono::Duration::from_std(SETTLE).unwrap_or_default();
+            let Some(period) = Period::last_completed(settled, e.every) else {
+                continue;
+            };
+            match run_once(&lake, e, period, &options).await {
+                Ok(RunOutcome::Written { file, stats }) => {
+                    info!(export = %e.id, file, rows = stats.rows, bytes = stats.bytes, "export written");
+                }
+                Ok(RunOutcome::AlreadyThere { .. }) => {}
+                Err(err) => warn!(export = %e.id, error = %err, "export failed; retrying"),
+            }
+            let next_end = period.end + e.every + SETTLE;
+            let wait = (next_end - Utc::now()).to_std().unwrap_or_default();
+            next_wake = next_wake.min(wait.max(Duration::from_millis(200)));
+        }
+        tokio::select! {
+            () = tokio::time::sleep(next_wake) => {}
+            _ = stop.wait_for(|s| *s) => {}
+        }
     }
 }
 

@@ -13,6 +13,8 @@
 //! - [`lake`]: exactly-once into a local and an S3 lake, and the checker's own self-test;
 //! - [`crash`]: exactly-once across SIGKILLs at random moments;
 //! - [`cli`]: `paystream query` and `paystream validate`;
+//! - [`export`]: `paystream query` time travel, file output and shell; `paystream export` and
+//!   `[exports.<id>]`, read back with pyarrow and duckdb;
 //! - [`serve`]: `paystream serve` with psql and psycopg, passwords, read-only, timeouts;
 //! - [`traces`]: the otlp source fed by the OpenTelemetry SDK, bad OTLP input, and the
 //!   pipeline's own spans linked to the producers' traces.
@@ -25,6 +27,7 @@
 
 mod cli;
 mod crash;
+mod export;
 mod lake;
 mod serve;
 mod support;

@@ -1,7 +1,8 @@
 //! `paystream serve`: the lake over the Postgres wire protocol, checked with real clients —
 //! `psql` (simple protocol) and Python `psycopg` (extended protocol with parameters, as
 //! Grafana's data source and BI tools use it) — against what `paystream query` answers; and the
-//! guards: passwords, read-only, engine settings, the statement timeout.
+//! guards: passwords, read-only, engine settings, the statement timeout and the memory pool; TLS
+//! and cancel requests.
 
 use std::path::Path;
 use std::process::Command;
@@ -101,15 +102,13 @@ fn http_sql(
     (done.status.code().unwrap_or(-1), done.stdout)
 }
 
-/// A cross join of billions of rows: it must stop at the server's statement timeout.
+/// A cross join of billions of rows, which only a deadline or a cancel stops.
+const RUNAWAY: &str = "SELECT count(*) FROM payments a, payments b, payments c \
+                       WHERE a.amount_minor * b.amount_minor <> c.amount_minor";
+
+/// The runaway query must stop at the server's statement timeout.
 fn expect_timeout(s: &Scenario, port: u16) {
-    let (ok, _, err) = psql(
-        s,
-        port,
-        USER,
-        PASSWORD,
-        "SELECT count(*) FROM payments a, payments b, payments c WHERE a.amount_minor * b.amount_minor <> c.amount_minor",
-    );
+    let (ok, _, err) = psql(s, port, USER, PASSWORD, RUNAWAY);
     assert!(!ok && err.contains("statement timeout"), "{err}");
 }
 
@@ -301,7 +300,7 @@ fn wait_for_rows(s: &Scenario, port: u16, want: u64) {
 }
 
 #[test]
-fn serve_inside_run_follows_commits_and_a_runaway_query_fails_alone() {
+fn serve_inside_run_follows_commits_and_runaway_queries_fail_alone() {
     let s = Scenario::new("serve-in-run", Lake::Local);
     s.create_topics(Topics {
         payments: 2,
@@ -312,7 +311,7 @@ fn serve_inside_run_follows_commits_and_a_runaway_query_fails_alone() {
     let port = free_port();
     let mut cmd = s.run_cmd(&config, None);
     cmd.args(["--serve", &format!("127.0.0.1:{port}")])
-        .args(["--query-timeout", "2s"])
+        .args(["--query-timeout", "2s", "--memory-limit-mib", "16"])
         .env("PAYSTREAM_SERVE_USERS", format!("{USER}:{PASSWORD}"));
     let mut run = Proc::spawn("run-serving", cmd, s.dir());
     run.wait_listening(port);
@@ -328,6 +327,15 @@ fn serve_inside_run_follows_commits_and_a_runaway_query_fails_alone() {
         s.dir(),
     );
     expect_timeout(&s, port);
+    // An aggregate that grows past the server's memory pool: it fails alone, at its limit.
+    let (ok, _, err) = psql(
+        &s,
+        port,
+        USER,
+        PASSWORD,
+        "SELECT array_agg(a.event_id) FROM payments a, payments b",
+    );
+    assert!(!ok && err.contains("Failed to allocate"), "{err}");
     more.expect_success(Duration::from_secs(120));
     wait_for_rows(&s, port, 5_000);
     assert!(
@@ -338,4 +346,100 @@ fn serve_inside_run_follows_commits_and_a_runaway_query_fails_alone() {
 
     run.terminate();
     run.expect_success(Duration::from_secs(60));
+}
+
+/// A self-signed certificate for 127.0.0.1 made by openssl: (cert, key).
+fn self_signed(s: &Scenario) -> (std::path::PathBuf, std::path::PathBuf) {
+    let cert = s.dir().join("cert.pem");
+    let key = s.dir().join("key.pem");
+    let mut cmd = Command::new("openssl");
+    cmd.args([
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+    ])
+    .arg("-keyout")
+    .arg(&key)
+    .arg("-out")
+    .arg(&cert)
+    .args(["-subj", "/CN=localhost"])
+    .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"]);
+    Proc::spawn("openssl", cmd, s.dir()).expect_success(Duration::from_secs(60));
+    (cert, key)
+}
+
+/// psql with an explicit `sslmode`; the root certificate is pointed nowhere so that a user's
+/// ~/.postgresql/root.crt cannot turn `require` into `verify-ca`.
+fn psql_ssl(s: &Scenario, port: u16, sslmode: &str, sql: &str) -> (bool, String, String) {
+    let mut cmd = Command::new("psql");
+    cmd.arg(format!(
+        "host=127.0.0.1 port={port} user={USER} dbname=lake sslmode={sslmode} sslrootcert=/nonexistent"
+    ))
+    .args(["-At", "-v", "ON_ERROR_STOP=1", "-c", sql])
+    .env("PGPASSWORD", PASSWORD)
+    .env("PGCONNECT_TIMEOUT", "30");
+    let done = Proc::spawn("psql-ssl", cmd, s.dir()).finish(Duration::from_secs(120));
+    (done.status.success(), done.stdout, done.stderr)
+}
+
+#[test]
+fn serve_over_tls_and_a_cancelled_client_cancels_its_query() {
+    let s = Scenario::new("serve-tls", Lake::Local);
+    let mut cmd = s.paystream();
+    cmd.args(["generate", "--lake", &s.lake_uri, "--count", "4000"]);
+    Proc::spawn("generate-lake", cmd, s.dir()).expect_success(Duration::from_secs(300));
+    let (cert, key) = self_signed(&s);
+    let port = free_port();
+    let mut cmd = s.paystream();
+    cmd.args(["serve", "--lake", &s.lake_uri])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        // Far longer than the cancel takes, and one query at a time: a query that went on
+        // after its cancel would hold the only slot.
+        .args(["--query-timeout", "120s", "--max-concurrent-queries", "1"])
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .env("PAYSTREAM_SERVE_USERS", format!("{USER}:{PASSWORD}"));
+    let mut server = Proc::spawn("serve-tls", cmd, s.dir());
+    server.wait_listening(port);
+
+    let (ok, out, err) = psql_ssl(&s, port, "require", "SELECT count(*) FROM payments");
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.trim(),
+        query_csv(&s, "SELECT count(*) FROM payments").trim()
+    );
+    // The client's own report says the connection is encrypted.
+    let (ok, out, err) = psql_ssl(&s, port, "require", "\\conninfo");
+    assert!(ok && out.contains("SSL connection"), "{out}{err}");
+    let (ok, _, err) = psql_ssl(&s, port, "disable", "SELECT 1");
+    assert!(!ok && err.contains("requires TLS"), "{err}");
+
+    // Cancelled while its rows are being computed: the query stops at once, and the only
+    // slot is free for the next one.
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/pg_cancel.py");
+    let mut cmd = Command::new(&s.services.python);
+    cmd.arg(script)
+        .arg(format!(
+            "--dsn=host=127.0.0.1 port={port} user={USER} password={PASSWORD} dbname=lake sslmode=require sslrootcert=/nonexistent"
+        ))
+        .arg(format!("--sql={RUNAWAY}"))
+        .arg("--after=1.5");
+    let done = Proc::spawn("pg_cancel", cmd, s.dir()).finish(Duration::from_secs(100));
+    assert!(done.status.success(), "{}{}", done.stdout, done.stderr);
+    let outcome: serde_json::Value = serde_json::from_str(done.stdout.trim()).unwrap();
+    assert!(
+        outcome["message"]
+            .as_str()
+            .unwrap()
+            .contains("user request"),
+        "{outcome}"
+    );
+    assert!(outcome["seconds"].as_f64().unwrap() < 60.0, "{outcome}");
+    let started = Instant::now();
+    let (ok, _, err) = psql_ssl(&s, port, "require", "SELECT count(*) FROM orders");
+    assert!(ok, "{err}");
+    assert!(started.elapsed() < Duration::from_secs(60));
+
+    server.terminate();
+    server.expect_success(Duration::from_secs(60));
 }

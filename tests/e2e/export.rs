@@ -1,0 +1,380 @@
+//! The lake for analysts and BI tools without a server: `paystream query` with time travel,
+//! file output and its shell, and `paystream export` (once, and as `[exports.<id>]`), read back
+//! with pyarrow and duckdb and compared with what `paystream query` answers.
+//!
+//! The lakes are filled with `paystream generate --lake` (no Kafka), except for the scheduled
+//! exports, which run inside `paystream run`.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{unique, Lake, Proc, Scenario, Topics};
+
+/// `paystream generate --lake` of the first `count` events of `seed`.
+fn fill(s: &Scenario, count: u64, seed: u64) -> String {
+    let mut cmd = s.paystream();
+    cmd.args(["generate", "--lake", &s.lake_uri])
+        .args(["--count", &count.to_string(), "--seed", &seed.to_string()])
+        .args(["--bad-ratio", "0.01"]);
+    Proc::spawn("generate-lake", cmd, s.dir())
+        .expect_success(Duration::from_secs(300))
+        .stderr
+}
+
+/// `paystream query --format csv` without the header line.
+fn query_rows(s: &Scenario, sql: &str) -> String {
+    let mut cmd = s.paystream();
+    cmd.args(["query", "--lake", &s.lake_uri, "--format", "csv", sql]);
+    let out = Proc::spawn("query", cmd, s.dir())
+        .expect_success(Duration::from_secs(120))
+        .stdout;
+    out.lines().skip(1).collect::<Vec<_>>().join("\n")
+}
+
+fn count(s: &Scenario, table: &str) -> u64 {
+    let out = query_rows(s, &format!("SELECT count(*) FROM {table}"));
+    out.trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("count of {table}: {out:?}: {e}"))
+}
+
+/// The rows of an exported file, as read by pyarrow or duckdb (`read_export.py`).
+fn read_export(s: &Scenario, uri: &str, format: &str) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/read_export.py");
+    let mut cmd = Command::new(&s.services.python);
+    cmd.arg(script).args([uri, format]);
+    // The S3 settings of the scenario, when it has any.
+    for (k, v) in s.paystream().get_envs() {
+        if let (Some(k), Some(v)) = (k.to_str(), v.and_then(|v| v.to_str())) {
+            if k.starts_with("AWS_") {
+                cmd.env(k, v);
+            }
+        }
+    }
+    let out = Proc::spawn("read_export", cmd, s.dir())
+        .expect_success(Duration::from_secs(120))
+        .stdout;
+    out.trim_end().to_owned()
+}
+
+/// The ids, currencies and amounts of the payments, in one order.
+const ROWS: &str = "SELECT payment_id, currency, amount_minor, event_type FROM payments \
+                    ORDER BY event_id";
+
+#[test]
+fn query_time_travel_file_output_and_shell() {
+    let s = Scenario::new("query-tt", Lake::Local);
+    fill(&s, 6_000, 11);
+    let v1 = count(&s, "payments");
+    assert!(v1 > 1_000, "{v1}");
+    // An instant between the two fills, from a clock we did not write.
+    let between = Command::new(&s.services.python)
+        .args([
+            "-c",
+            "import datetime; print(datetime.datetime.now(datetime.timezone.utc).isoformat())",
+        ])
+        .output()
+        .unwrap();
+    let between = String::from_utf8_lossy(&between.stdout).trim().to_owned();
+    fill(&s, 12_000, 11);
+    let v2 = count(&s, "payments");
+    assert!(v2 > v1, "{v1} then {v2}");
+
+    // The same command again adds nothing: the lake already holds those events of that seed.
+    let again = fill(&s, 12_000, 11);
+    assert!(again.contains("nothing to add"), "{again}");
+    assert_eq!(count(&s, "payments"), v2);
+
+    // Versions and instants; checked against deltalake's own idea of version 1.
+    assert_eq!(count(&s, "\"payments@v1\""), v1);
+    assert_eq!(count(&s, &format!("\"payments@{between}\"")), v1);
+    let table = format!("{}/payments", s.lake_uri);
+    let py = Command::new(&s.services.python)
+        .args([
+            "-c",
+            "import sys, deltalake; print(deltalake.DeltaTable(sys.argv[1], version=1).to_pyarrow_table().num_rows)",
+            &table,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&py.stdout).trim(),
+        v1.to_string(),
+        "{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    // Rows added between two versions, by joining the table with its past.
+    let added = query_rows(
+        &s,
+        "SELECT count(*) FROM payments p LEFT JOIN \"payments@v1\" o ON p.event_id = o.event_id \
+         WHERE o.event_id IS NULL",
+    );
+    assert_eq!(added.trim(), (v2 - v1).to_string());
+    let mut cmd = s.paystream();
+    cmd.args([
+        "query",
+        "--lake",
+        &s.lake_uri,
+        "SELECT 1 FROM \"payments@yesterday\"",
+    ]);
+    let bad = Proc::spawn("query-bad-as-of", cmd, s.dir()).finish(Duration::from_secs(60));
+    assert!(!bad.status.success());
+    assert!(bad.stderr.contains("TABLE@vN"), "{}", bad.stderr);
+
+    // Parquet output, read with pyarrow: the same rows as the CSV answer.
+    let file = s.dir().join("out/payments.parquet");
+    let mut cmd = s.paystream();
+    cmd.args(["query", "--lake", &s.lake_uri, "--format", "parquet", "-o"])
+        .arg(&file)
+        .arg(ROWS);
+    Proc::spawn("query-parquet", cmd, s.dir()).expect_success(Duration::from_secs(120));
+    let expected = query_rows(&s, ROWS);
+    assert_eq!(read_export(&s, file.to_str().unwrap(), "parquet"), expected);
+
+    // The shell: statements over several lines, commands, and history kept on disk.
+    let history = s.dir().join("history");
+    let mut child = s
+        .paystream()
+        .args(["query", "--lake", &s.lake_uri])
+        .env("PAYSTREAM_HISTORY", &history)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"SELECT count(*) AS n\nFROM payments;\n\\dt\nSELECT nope FROM payments;\n\\q\n")
+        .unwrap();
+    let out = wait_output(child, Duration::from_secs(60));
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stdout.contains(&format!("| {v2} ")), "{stdout}");
+    assert!(stdout.contains("(1 row)"), "{stdout}");
+    assert!(stdout.lines().any(|l| l.trim() == "refunds"), "{stdout}");
+    // The bad statement is reported and the shell goes on to \q.
+    assert!(stderr.contains("nope"), "{stderr}");
+    let kept = std::fs::read_to_string(&history).unwrap();
+    assert!(kept.contains("FROM payments;"), "{kept}");
+}
+
+fn wait_output(mut child: std::process::Child, timeout: Duration) -> std::process::Output {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the shell did not end within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn export_to_files_and_s3_matches_the_query_and_is_atomic() {
+    let s = Scenario::new("export", Lake::S3);
+    fill(&s, 8_000, 21);
+    let expected = query_rows(&s, ROWS);
+    assert!(expected.lines().count() > 1_000);
+
+    let bucket_key = format!(
+        "s3://{}/{}-exports/payments.parquet",
+        s.services.s3_bucket, s.id
+    );
+    let local_csv = s.dir().join("exports/payments.csv");
+    let local_json = s.dir().join("exports/payments.jsonl");
+    for (to, format) in [
+        (bucket_key.as_str(), "parquet"),
+        (local_csv.to_str().unwrap(), "csv"),
+        (local_json.to_str().unwrap(), "json"),
+    ] {
+        let mut cmd = s.paystream();
+        cmd.args(["export", "--lake", &s.lake_uri, "--sql", ROWS, "--to", to]);
+        let done = Proc::spawn("export", cmd, s.dir()).expect_success(Duration::from_secs(120));
+        assert!(done.stderr.contains("rows ("), "{}", done.stderr);
+        assert_eq!(read_export(&s, to, format), expected, "export to {to}");
+    }
+
+    // A query that fails while its rows stream leaves nothing behind: no file, no staging file.
+    let failing = s.dir().join("failing/out.csv");
+    let mut cmd = s.paystream();
+    cmd.args([
+        "export",
+        "--lake",
+        &s.lake_uri,
+        "--sql",
+        "SELECT CAST(payment_id AS INT) AS n FROM payments",
+        "--to",
+    ])
+    .arg(&failing);
+    let done = Proc::spawn("export-failing", cmd, s.dir()).finish(Duration::from_secs(120));
+    assert!(!done.status.success(), "{}", done.stderr);
+    let left: Vec<_> = std::fs::read_dir(failing.parent().unwrap())
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left behind: {left:?}");
+
+    // A configured export, run twice for the same period: one file, written once.
+    let config = s.write_config(&unique("group"));
+    let folder = s.dir().join("scheduled");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[exports.by_currency]\nsql = \"SELECT currency, count(*) AS n, sum(amount_minor) AS total FROM payments GROUP BY currency ORDER BY currency\"\nevery = \"1h\"\nto = {}\nformat = \"csv\"\n",
+        crate::support::toml_str(folder.to_str().unwrap())
+    ));
+    std::fs::write(&config, text).unwrap();
+    let mut outputs = Vec::new();
+    for _ in 0..2 {
+        let mut cmd = s.paystream();
+        cmd.args(["export", "--id", "by_currency", "-c"])
+            .arg(&config);
+        outputs.push(
+            Proc::spawn("export-id", cmd, s.dir())
+                .expect_success(Duration::from_secs(120))
+                .stderr,
+        );
+    }
+    assert!(outputs[1].contains("exists already"), "{}", outputs[1]);
+    let files: Vec<String> = std::fs::read_dir(&folder)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(
+        files[0].starts_with("by_currency-") && files[0].ends_with(".csv"),
+        "{files:?}"
+    );
+    let file = folder.join(&files[0]);
+    assert_eq!(
+        read_export(&s, file.to_str().unwrap(), "csv"),
+        query_rows(
+            &s,
+            "SELECT currency, count(*) AS n, sum(amount_minor) AS total FROM payments GROUP BY currency ORDER BY currency"
+        )
+    );
+}
+
+#[test]
+fn scheduled_exports_run_inside_the_pipeline_once_per_period() {
+    let events = 2_000;
+    let s = Scenario::new("export-sched", Lake::Local);
+    s.create_topics(Topics {
+        payments: 2,
+        orders: 1,
+        refunds: 1,
+    });
+    s.generate(events, 31);
+    let config = s.write_config(&unique("group"));
+    s.run_to_idle(&config, events);
+    // The exports are added once everything is in the lake, so that every file holds it all.
+    let folder = s.dir().join("exports");
+    let sql = "SELECT currency, count(*) AS n FROM payments GROUP BY currency ORDER BY currency";
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[exports.every2s]\nsql = \"{sql}\"\nevery = \"2s\"\nto = {}\nformat = \"parquet\"\n",
+        crate::support::toml_str(folder.to_str().unwrap())
+    ));
+    std::fs::write(&config, text).unwrap();
+
+    let files = |folder: &Path| -> Vec<(String, std::time::SystemTime)> {
+        let mut v: Vec<_> = std::fs::read_dir(folder)
+            .map(|d| {
+                d.map(|e| {
+                    let e = e.unwrap();
+                    let modified = e.metadata().unwrap().modified().unwrap();
+                    (e.file_name().to_string_lossy().into_owned(), modified)
+                })
+                .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    // Two runs with nothing left to consume: the periods that end are exported; the second
+    // run finds the files of the first and leaves them alone.
+    let mut before = Vec::new();
+    for wanted in [2, 3] {
+        let mut run = Proc::spawn("run-exports", s.run_cmd(&config, None), s.dir());
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while files(&folder).len() < wanted {
+            assert!(Instant::now() < deadline, "{}", run.report());
+            assert!(
+                run.poll().is_none(),
+                "the pipeline stopped: {}",
+                run.report()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        run.terminate();
+        let now = files(&folder);
+        for old in &before {
+            assert!(now.contains(old), "{old:?} was rewritten: {now:?}");
+        }
+        before = now;
+    }
+    let expected = query_rows(&s, sql);
+    for (f, _) in &before {
+        assert!(
+            f.starts_with("every2s-") && f.ends_with(".parquet") && !f.contains('#'),
+            "{before:?}"
+        );
+        let path = folder.join(f);
+        assert_eq!(
+            read_export(&s, path.to_str().unwrap(), "parquet"),
+            expected,
+            "{f}"
+        );
+    }
+}
+
+#[test]
+fn a_filter_on_event_date_reads_only_that_days_files() {
+    let s = Scenario::new("query-prune", Lake::Local);
+    // 0.05 events per second of event time: 6,000 events over more than a day.
+    let mut cmd = s.paystream();
+    cmd.args(["generate", "--lake", &s.lake_uri, "--count", "6000"])
+        .args(["--rate", "0.05", "--seed", "41"]);
+    Proc::spawn("generate-lake", cmd, s.dir()).expect_success(Duration::from_secs(300));
+    let days = query_rows(
+        &s,
+        "SELECT CAST(event_date AS VARCHAR) FROM payments GROUP BY 1 ORDER BY 1",
+    );
+    let days: Vec<&str> = days.lines().collect();
+    assert!(days.len() >= 2, "{days:?}");
+    let plan = |sql: &str| query_rows(&s, &format!("EXPLAIN {sql}"));
+    let all = plan("SELECT sum(amount_minor) FROM payments");
+    for d in &days {
+        assert!(all.contains(&format!("event_date={d}")), "{d}: {all}");
+    }
+    let one = plan(&format!(
+        "SELECT sum(amount_minor) FROM payments WHERE event_date = DATE '{}'",
+        days[0]
+    ));
+    assert!(one.contains(&format!("event_date={}", days[0])), "{one}");
+    for d in &days[1..] {
+        assert!(!one.contains(&format!("event_date={d}")), "{d} read: {one}");
+    }
+    // And the pruned answer is the filtered one.
+    let pruned = query_rows(
+        &s,
+        &format!(
+            "SELECT count(*) FROM payments WHERE event_date = DATE '{}'",
+            days[0]
+        ),
+    );
+    let filtered = query_rows(
+        &s,
+        &format!(
+            "SELECT count(*) FROM payments WHERE CAST(event_date AS VARCHAR) = '{}'",
+            days[0]
+        ),
+    );
+    assert_eq!(pruned, filtered);
+}
