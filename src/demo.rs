@@ -77,6 +77,8 @@ pub async fn demo(args: DemoArgs) -> Result<ExitCode> {
     let env = |name: &str| match name {
         "KAFKA_BROKERS" => Some(brokers.clone()),
         "LAKE_URI" => Some(lake.clone()),
+        // Any free port, unless one is asked for: the demo must start whatever else runs.
+        "METRICS_LISTEN" => Some(std::env::var(name).unwrap_or_else(|_| "127.0.0.1:0".into())),
         _ => std::env::var(name).ok(),
     };
     let cfg = config::from_str(DEFAULT_PIPELINE, "pipelines.toml (built in)", &env)

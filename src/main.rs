@@ -4,6 +4,7 @@
 mod cli;
 mod demo;
 mod fill;
+mod metrics;
 mod pipeline;
 mod repl;
 mod sql;

@@ -5,9 +5,11 @@
 
 use std::collections::BTreeMap;
 use std::sync::mpsc::Sender as StdSender;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use arrow::array::{Array, RecordBatch, TimestampMicrosecondArray};
 use paystream_ingest::kafka::SourceEvent;
 use paystream_ingest::TRACE_TARGET;
 use paystream_sinks::delta::{Lake, OffsetRange, PartitionKey};
@@ -16,6 +18,7 @@ use tracing::field::Empty;
 use tracing::{info, warn, Instrument as _, Span};
 
 use super::Totals;
+use crate::metrics::{KindLabels, PartitionLabels, PipelineMetrics, TableLabels};
 
 pub(super) struct SinkLoop {
     pub(super) lake: Lake,
@@ -26,6 +29,11 @@ pub(super) struct SinkLoop {
     pub(super) first_batch: Option<Instant>,
     /// Spans of the batches written since the last commit (disabled ones when not tracing).
     pub(super) pending_spans: Vec<Span>,
+    pub(super) metrics: Arc<PipelineMetrics>,
+    /// When each batch written since the last commit started, for the batch latency.
+    pub(super) pending_starts: Vec<Instant>,
+    /// Kafka timestamps (ms) of the rows written since the last commit, for freshness.
+    pub(super) pending_kafka_ms: Vec<i64>,
 }
 
 fn keys(partitions: &[(String, i32)]) -> Vec<PartitionKey> {
@@ -69,6 +77,7 @@ impl SinkLoop {
                             next: r.next,
                         })
                         .collect();
+                    self.observe_batch(&b);
                     let write = stage(&b.span, "write");
                     let written = self
                         .lake
@@ -146,6 +155,7 @@ impl SinkLoop {
         if stats.offsets.is_empty() {
             return Ok(());
         }
+        self.observe_commit(&stats, started.elapsed());
         self.totals.commits += 1;
         self.totals.busy = self.first_batch.map(|t| t.elapsed());
         self.totals.files += stats.files;
@@ -163,6 +173,72 @@ impl SinkLoop {
         }
         Ok(())
     }
+}
+
+impl SinkLoop {
+    /// Counts what a batch consumed and decoded, and keeps what its commit will measure.
+    fn observe_batch(&mut self, b: &paystream_ingest::kafka::DecodedBatch) {
+        let m = &self.metrics;
+        for r in &b.ranges {
+            let labels = PartitionLabels::new(&r.topic, r.partition);
+            m.consumed_events.get_or_create(&labels).inc_by(r.messages);
+            m.consumed_bytes.get_or_create(&labels).inc_by(r.bytes);
+        }
+        for (kind, n) in &b.data.bad {
+            m.decode_errors
+                .get_or_create(&KindLabels {
+                    kind: kind.to_string(),
+                })
+                .inc_by(*n);
+            m.dlq_records.inc_by(*n);
+        }
+        self.pending_starts.push(b.started);
+        let batches = b
+            .data
+            .tables
+            .iter()
+            .map(|(_, t)| t)
+            .chain(b.data.dlq.as_ref());
+        for batch in batches {
+            kafka_millis(batch, &mut self.pending_kafka_ms);
+        }
+    }
+
+    fn observe_commit(&mut self, stats: &paystream_sinks::delta::FlushStats, took: Duration) {
+        let m = &self.metrics;
+        m.commits.inc();
+        m.commit_seconds.observe(took.as_secs_f64());
+        m.files_written.inc_by(stats.files);
+        m.bytes_written.inc_by(stats.bytes);
+        for (table, n) in &stats.rows {
+            m.rows_committed
+                .get_or_create(&TableLabels {
+                    table: table.clone(),
+                })
+                .inc_by(*n);
+        }
+        for started in self.pending_starts.drain(..) {
+            m.batch_seconds.observe(started.elapsed().as_secs_f64());
+        }
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        for ts in self.pending_kafka_ms.drain(..) {
+            m.kafka_to_commit_seconds
+                .observe((now_ms - ts).max(0) as f64 / 1000.0);
+        }
+        m.last_commit_seconds.set(now_ms as f64 / 1000.0);
+    }
+}
+
+/// Appends the Kafka timestamps of `batch`'s rows, in milliseconds (rows without one are
+/// left out).
+fn kafka_millis(batch: &RecordBatch, out: &mut Vec<i64>) {
+    let Some(col) = batch.column_by_name("kafka_timestamp") else {
+        return;
+    };
+    let Some(ts) = col.as_any().downcast_ref::<TimestampMicrosecondArray>() else {
+        return;
+    };
+    out.extend(ts.iter().flatten().map(|us| us / 1000));
 }
 
 /// A stage span (`write`, `commit`) of a batch; disabled when the batch's span is.

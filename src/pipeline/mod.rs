@@ -26,6 +26,7 @@ use tokio::sync::mpsc::Receiver;
 use tokio::sync::watch;
 use tracing::info;
 
+use crate::metrics::{self, PipelineMetrics};
 use kafka_sink::SinkLoop;
 use spans::SpanLoop;
 
@@ -149,6 +150,15 @@ pub async fn run(cfg: &Config, run: RunOptions) -> Result<Totals> {
     let plan = plan(cfg)?;
     let location = lake_location(plan.sink)?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    let metrics = PipelineMetrics::new();
+    let metrics_server = match cfg.metrics.listen {
+        Some(addr) => Some(tokio::spawn(metrics::serve(
+            metrics::bind(addr).await?,
+            metrics.clone(),
+            stop_rx.clone(),
+        ))),
+        None => None,
+    };
     let signals = tokio::spawn({
         let stop_tx = stop_tx.clone();
         async move {
@@ -177,7 +187,18 @@ pub async fn run(cfg: &Config, run: RunOptions) -> Result<Totals> {
     // loop's commit; the span loop ends when the receiver's last sender is gone.
     let sources = async {
         let result = match plan.kafka {
-            Some(k) => run_kafka(cfg, plan.sink, k, &location, &run, stop_rx.clone()).await,
+            Some(k) => {
+                run_kafka(
+                    cfg,
+                    plan.sink,
+                    k,
+                    &location,
+                    &run,
+                    stop_rx.clone(),
+                    metrics.clone(),
+                )
+                .await
+            }
             None => {
                 let mut rx = stop_rx.clone();
                 let _ = rx.wait_for(|s| *s).await;
@@ -203,6 +224,11 @@ pub async fn run(cfg: &Config, run: RunOptions) -> Result<Totals> {
     signals.abort();
     if let Some(t) = timer {
         t.abort();
+    }
+    metrics.set_ready(false);
+    let _ = stop_tx.send(true);
+    if let Some(server) = metrics_server {
+        server.await??;
     }
     Ok(totals)
 }
@@ -247,6 +273,7 @@ async fn run_kafka(
     location: &LakeLocation,
     run: &RunOptions,
     mut stop: watch::Receiver<bool>,
+    metrics: Arc<PipelineMetrics>,
 ) -> Result<Totals> {
     let lake = Lake::open(
         location,
@@ -273,6 +300,22 @@ async fn run_kafka(
     let progress = run
         .progress_every
         .map(|every| tokio::spawn(progress(stats.clone(), every)));
+    let lag = tokio::spawn({
+        let (stats, metrics) = (stats.clone(), metrics.clone());
+        async move {
+            let mut every = tokio::time::interval(metrics::LAG_REFRESH);
+            loop {
+                every.tick().await;
+                let lag = stats
+                    .lag
+                    .lock()
+                    .map(|l| l.clone())
+                    .unwrap_or_else(|p| p.into_inner().clone());
+                metrics.set_lag(&lag);
+            }
+        }
+    });
+    metrics.set_ready(true);
 
     let sink = SinkLoop {
         lake,
@@ -282,8 +325,12 @@ async fn run_kafka(
         totals: Totals::default(),
         first_batch: None,
         pending_spans: Vec::new(),
+        metrics,
+        pending_starts: Vec::new(),
+        pending_kafka_ms: Vec::new(),
     };
     let sink_result = sink.run(rx).await;
+    lag.abort();
     if sink_result.is_err() {
         source.stop();
     }

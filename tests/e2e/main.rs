@@ -16,6 +16,8 @@
 //! - [`export`]: `paystream query` time travel, file output and shell; `paystream export` and
 //!   `[exports.<id>]`, read back with pyarrow and duckdb;
 //! - [`serve`]: `paystream serve` with psql and psycopg, passwords, read-only, timeouts;
+//! - [`metrics`]: `/metrics` scraped by a real Prometheus, every "Pipeline health" panel query
+//!   answered, totals equal to what was produced; `promtool` on the shipped config and rules;
 //! - [`traces`]: the otlp source fed by the OpenTelemetry SDK, bad OTLP input, and the
 //!   pipeline's own spans linked to the producers' traces.
 //!
@@ -29,6 +31,7 @@ mod cli;
 mod crash;
 mod export;
 mod lake;
+mod metrics;
 mod serve;
 mod support;
 mod traces;

@@ -9,7 +9,9 @@ use toml::Spanned;
 
 use super::model::{Config, PipelineSection, DEFAULT_PIPELINE_NAME};
 use super::reader::{to_text, Cx, LineIndex, Node, Val};
-use super::{components, exports, graph, schema_overrides, telemetry, Diagnostic, Diagnostics};
+use super::{
+    components, exports, graph, metrics, schema_overrides, telemetry, Diagnostic, Diagnostics,
+};
 use crate::schema::SchemaSpec;
 
 /// Parses and validates `text`; see [`super::from_str`].
@@ -34,6 +36,7 @@ pub fn from_str(
     let overrides = schema_overrides::parse(&mut cx, root.take("schema"));
     let telemetry = telemetry::parse(&mut cx, root.take("telemetry"));
     let exports = exports::parse(&mut cx, root.take("exports"));
+    let metrics = metrics::parse(&mut cx, root.take("metrics"));
     let parsed = components::parse(&mut cx, &mut root);
     graph::check(&mut cx, &parsed.graph, &parsed.section_spans);
     root.finish(&mut cx);
@@ -61,6 +64,7 @@ pub fn from_str(
         sinks: parsed.sinks,
         telemetry,
         exports,
+        metrics,
     })
 }
 

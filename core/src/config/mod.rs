@@ -24,6 +24,7 @@ mod env;
 mod exports;
 mod graph;
 mod kafka;
+mod metrics;
 mod model;
 mod otlp;
 mod reader;

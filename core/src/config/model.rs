@@ -47,6 +47,15 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// `[exports.<id>]`.
     pub exports: BTreeMap<String, ExportConfig>,
+    /// `[metrics]`.
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: the pipeline's `/metrics`, `/healthz` and `/readyz`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// Where to serve them; `None` (absent, or `"off"`): not served.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// `[exports.<id>]`: a query over the lake written to a file every period.

@@ -18,9 +18,36 @@ pub struct SourceContext {
     pub(super) shared: Arc<Mutex<Shared>>,
     pub(super) start_from_end: bool,
     pub(super) rewind: i64,
+    pub(super) stats: Arc<super::SourceStats>,
 }
 
-impl ClientContext for SourceContext {}
+impl ClientContext for SourceContext {
+    /// Lag per partition this consumer fetches, replacing the previous figures whole: a
+    /// partition that went to another consumer disappears rather than going stale. Lag is
+    /// unknown (left out) until the group has a committed offset for the partition.
+    fn stats(&self, statistics: rdkafka::statistics::Statistics) {
+        let mut lag = Vec::new();
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                if *partition < 0 || p.fetch_state == "none" || p.fetch_state == "stopped" {
+                    continue;
+                }
+                if p.hi_offset >= 0 && p.committed_offset >= 0 {
+                    lag.push((
+                        (topic.clone(), *partition),
+                        (p.hi_offset - p.committed_offset).max(0),
+                    ));
+                }
+            }
+        }
+        lag.sort();
+        *self
+            .stats
+            .lag
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = lag;
+    }
+}
 
 fn partitions_of(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
     tpl.elements()
@@ -67,6 +94,8 @@ impl SourceContext {
                 partition: *partition,
                 next: 0,
                 range: None,
+                batch_messages: 0,
+                batch_bytes: 0,
             });
             if let Err(e) = tpl.set_partition_offset(topic, *partition, o) {
                 self.lock().fatal = Some(format!("setting offset of {topic}/{partition}: {e}"));

@@ -25,6 +25,10 @@ pub struct Range {
     pub partition: i32,
     pub first: i64,
     pub next: i64,
+    /// Messages of the partition in the batch (fewer than `next - first` when offsets have
+    /// gaps) and the bytes of their payloads.
+    pub messages: u64,
+    pub bytes: u64,
 }
 
 /// One decoded batch with the offsets it covers.
@@ -34,6 +38,8 @@ pub struct DecodedBatch {
     pub ranges: Vec<Range>,
     pub messages: u64,
     pub bytes: u64,
+    /// When the batch's first message was consumed.
+    pub started: std::time::Instant,
     /// The batch's span (disabled unless spans are exported); its stages are children.
     pub span: tracing::Span,
 }

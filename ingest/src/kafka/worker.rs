@@ -51,6 +51,9 @@ pub struct SourceStats {
     pub bytes: AtomicU64,
     pub batches: AtomicU64,
     pub paused: AtomicU64,
+    /// Messages not yet committed to the lake per assigned partition (high watermark minus
+    /// the group offset committed after each lake commit), from librdkafka's last statistics.
+    pub lag: Mutex<Vec<((String, i32), i64)>>,
 }
 
 /// State the rebalance callback shares with the poll loop. Both run on the consumer thread
@@ -83,6 +86,9 @@ pub(super) struct Part {
     pub(super) next: i64,
     /// `[first, next)` of this partition in the batch being built.
     pub(super) range: Option<(i64, i64)>,
+    /// Messages and payload bytes of this partition in the batch being built.
+    pub(super) batch_messages: u64,
+    pub(super) batch_bytes: u64,
 }
 
 impl Shared {
@@ -94,6 +100,8 @@ impl Shared {
         }
         for p in &mut self.parts {
             p.range = None;
+            p.batch_messages = 0;
+            p.batch_bytes = 0;
         }
         self.messages = 0;
         self.bytes = 0;
@@ -125,6 +133,8 @@ impl Shared {
                     partition: p.partition,
                     first,
                     next,
+                    messages: std::mem::take(&mut p.batch_messages),
+                    bytes: std::mem::take(&mut p.batch_bytes),
                 })
             })
             .collect();
@@ -136,9 +146,9 @@ impl Shared {
             ranges,
             messages,
             bytes,
+            started: self.started.take().unwrap_or_else(Instant::now),
             span,
         };
-        self.started = None;
         Ok(Some(batch))
     }
 }
@@ -199,7 +209,9 @@ fn client_config(opts: &SourceOptions) -> ClientConfig {
         )
         .set("queued.min.messages", "200000")
         .set("fetch.message.max.bytes", "8388608")
-        .set("enable.partition.eof", "false");
+        .set("enable.partition.eof", "false")
+        // Lag comes from librdkafka's statistics (see `SourceContext::stats`).
+        .set("statistics.interval.ms", "1000");
     for (k, v) in &opts.properties {
         cfg.set(k, v);
     }
@@ -236,18 +248,19 @@ pub fn spawn(
         fatal: None,
         stopping: false,
     }));
+    let stats = Arc::new(SourceStats::default());
     let context = SourceContext {
         tx: tx.clone(),
         shared: shared.clone(),
         start_from_end: opts.start_from_end,
         rewind: opts.resume_rewind.max(0),
+        stats: stats.clone(),
     };
     let consumer: BaseConsumer<SourceContext> =
         client_config(&opts).create_with_context(context)?;
     let topics: Vec<&str> = opts.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     let stop = Arc::new(AtomicBool::new(false));
-    let stats = Arc::new(SourceStats::default());
     let (committed_tx, committed_rx) = std::sync::mpsc::channel();
     let worker = Worker {
         consumer,
@@ -411,6 +424,8 @@ impl Worker {
         part.next = offset + 1;
         let range = part.range.get_or_insert((offset, offset));
         range.1 = offset + 1;
+        part.batch_messages += 1;
+        part.batch_bytes += len;
         shared.messages += 1;
         shared.bytes += len;
         if shared.started.is_none() {
