@@ -76,6 +76,13 @@ fn table_error(table: &str, source: DeltaTableError) -> Error {
 /// Result of the query crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The engine's settings: DataFusion's defaults, then any `DATAFUSION_*` environment variable
+/// (e.g. `DATAFUSION_EXECUTION_TARGET_PARTITIONS=8`), so an operator can tune a deployment
+/// without a new build; nothing a client sends can change them.
+fn session_config() -> Result<SessionConfig> {
+    Ok(SessionConfig::from_env()?.with_information_schema(true))
+}
+
 /// A read-only SQL session over the lake's tables.
 pub struct LakeQuery {
     ctx: SessionContext,
@@ -88,9 +95,8 @@ impl LakeQuery {
     /// Register each of `tables` that exists under `location`. Tables that do not exist yet
     /// are skipped; an empty lake is an error.
     pub async fn open(location: &LakeLocation, tables: &[String]) -> Result<Self> {
-        let config = SessionConfig::new().with_information_schema(true);
         Self::open_in(
-            SessionContext::new_with_config(config),
+            SessionContext::new_with_config(session_config()?),
             location,
             tables,
             true,
@@ -106,7 +112,7 @@ impl LakeQuery {
         tables: &[String],
         memory_limit: usize,
     ) -> Result<Self> {
-        let config = SessionConfig::new().with_information_schema(true);
+        let config = session_config()?;
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(memory_limit, 1.0)
             .build_arc()?;
