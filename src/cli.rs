@@ -146,8 +146,9 @@ pub struct GenerateArgs {
     #[arg(short = 'X', value_parser = parse_kv)]
     pub property: Vec<(String, String)>,
     /// Skip Kafka: decode the events and commit them straight into the lake at this folder or
-    /// s3:// URI (needs --count; --rate is then events per second of event time, default a
-    /// day per million). Running it again with the same seed adds nothing twice.
+    /// s3:// URI (needs --count; --rate is then events per second of event time from 30 days
+    /// ago, default a day per million). The same command run twice adds nothing the second
+    /// time; a larger --count (same seed, rate, ratios, same day) adds only the tail.
     #[arg(long, requires = "count")]
     pub lake: Option<String>,
 }

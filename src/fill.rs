@@ -4,9 +4,10 @@
 //!
 //! The messages go through the same normaliser as the pipeline's, so the tables are exactly
 //! what a pipeline would have written. They are committed as one pseudo-partition whose
-//! "offsets" are the generator's sequence numbers, under a transaction id named after the seed:
-//! running the same command twice adds nothing the second time, and a larger `--count` only
-//! adds the missing tail.
+//! "offsets" are the generator's sequence numbers, under a transaction id naming everything
+//! that shapes the stream (seed, rate, ratios, and the day its event time is anchored to):
+//! running the same command twice adds nothing the second time, a larger `--count` the same day
+//! adds only the missing tail, and different settings never continue another stream.
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -23,6 +24,9 @@ use crate::cli::GenerateArgs;
 /// Messages decoded per commit: large files, bounded memory.
 const MESSAGES_PER_COMMIT: u64 = 1_000_000;
 
+/// How far back event time starts.
+const ANCHOR_DAYS: u64 = 30;
+
 /// Event time, when no rate is given: a day of traffic per million events.
 const DEFAULT_EVENTS_PER_SEC: f64 = 1_000_000.0 / 86_400.0;
 
@@ -31,14 +35,20 @@ pub async fn generate_into_lake(args: GenerateArgs, uri: &str) -> Result<ExitCod
         anyhow::bail!("--lake needs --count: a lake is filled with a known number of events");
     };
     let rate = args.rate.unwrap_or(DEFAULT_EVENTS_PER_SEC);
-    // The events end about now, so the lake looks like the last days of real traffic.
-    let span_ms = (count as f64 / rate * 1_000.0) as i64;
+    // Event time starts at midnight UTC ANCHOR_DAYS ago, whatever the count, so that a larger
+    // count continues the same timeline: the lake looks like the last weeks of real traffic.
+    let today = chrono::Utc::now().date_naive();
+    let anchor = today - chrono::Days::new(ANCHOR_DAYS);
+    let start_time_ms = anchor
+        .and_hms_opt(0, 0, 0)
+        .map(|t| t.and_utc().timestamp_millis())
+        .context("computing the start of event time")?;
     let options = GeneratorOptions {
         seed: args.seed,
         bad_ratio: args.bad_ratio,
         late_ratio: args.late_ratio,
         rate_per_sec: Some(rate),
-        start_time_ms: chrono::Utc::now().timestamp_millis() - span_ms,
+        start_time_ms,
         ..GeneratorOptions::default()
     };
     options.validate()?;
@@ -52,7 +62,14 @@ pub async fn generate_into_lake(args: GenerateArgs, uri: &str) -> Result<ExitCod
     )
     .await
     .with_context(|| format!("opening the lake at {}", location.root()))?;
-    let partition = PartitionKey::new(format!("seed-{}", args.seed), 0);
+    let stream = format!(
+        "seed{}.rate{rate}.bad{}.late{}.from{}",
+        args.seed,
+        args.bad_ratio,
+        args.late_ratio,
+        anchor.format("%Y%m%d")
+    );
+    let partition = PartitionKey::new(stream, 0);
     let resume = lake.resume(std::slice::from_ref(&partition)).await?;
     let done = resume.get(&partition).copied().flatten().unwrap_or(0);
     let done = u64::try_from(done).unwrap_or(0);
@@ -64,9 +81,9 @@ pub async fn generate_into_lake(args: GenerateArgs, uri: &str) -> Result<ExitCod
     }
     if done >= count {
         eprintln!(
-            "{}: already holds the first {done} events of seed {}; nothing to add",
+            "{}: already holds the first {done} events of this stream ({}); nothing to add",
             location.root(),
-            args.seed
+            partition.topic
         );
         return Ok(ExitCode::SUCCESS);
     }

@@ -125,7 +125,15 @@ async fn dispatch(command: Command, config: Option<Config>) -> Result<ExitCode> 
                 }
                 if !cfg.exports.is_empty() {
                     servers.push(
-                        sql::spawn_exports(&location, &names, &cfg, &args.limits, stop_rx).await?,
+                        sql::spawn_exports(
+                            &location,
+                            &names,
+                            &cfg,
+                            &args.limits,
+                            sink.max_latency,
+                            stop_rx,
+                        )
+                        .await?,
                     );
                 }
             }

@@ -2,8 +2,9 @@
 //! `paystream_`), with `/healthz` (the process answers) and `/readyz` (the lake is open and the
 //! source is running) beside them.
 //!
-//! Counters are bumped once per batch or per commit, never per message, so the hot path does
-//! not pay for them. Consumer lag is librdkafka's own figure (high watermark minus the group
+//! Counters are bumped once per batch or per commit, never on the consumer thread, so the hot
+//! path does not pay for them (the freshness histogram takes one observation per row, at
+//! commit time, on the sink's task). Consumer lag is librdkafka's own figure (high watermark minus the group
 //! offset the pipeline commits after each lake commit), refreshed every second from its
 //! statistics and replaced whole each time, so a partition that moved to another consumer
 //! stops being reported instead of going stale.
@@ -76,6 +77,8 @@ pub struct PipelineMetrics {
     pub kafka_to_commit_seconds: Histogram,
     pub last_commit_seconds: Gauge<f64, AtomicU64>,
     ready: AtomicBool,
+    /// The partitions the lag gauge reports, to remove those that went away.
+    lag_partitions: std::sync::Mutex<Vec<PartitionLabels>>,
 }
 
 impl PipelineMetrics {
@@ -96,6 +99,7 @@ impl PipelineMetrics {
             kafka_to_commit_seconds: histogram(),
             last_commit_seconds: Gauge::default(),
             ready: AtomicBool::new(false),
+            lag_partitions: std::sync::Mutex::new(Vec::new()),
             registry: Registry::default(),
         };
         registry.register(
@@ -167,14 +171,25 @@ impl PipelineMetrics {
         self.ready.store(ready, Ordering::SeqCst);
     }
 
-    /// Replace the lag of every partition with librdkafka's latest figures.
+    /// Replace the lag of every partition with librdkafka's latest figures. Partitions no
+    /// longer reported are removed one by one (never the whole family at once, so a scrape
+    /// in between sees no gap).
     pub fn set_lag(&self, lag: &[((String, i32), i64)]) {
-        self.consumer_lag.clear();
-        for ((topic, partition), n) in lag {
-            self.consumer_lag
-                .get_or_create(&PartitionLabels::new(topic, *partition))
-                .set((*n).max(0));
+        let now: Vec<PartitionLabels> = lag
+            .iter()
+            .map(|((topic, partition), _)| PartitionLabels::new(topic, *partition))
+            .collect();
+        for (labels, ((_, _), n)) in now.iter().zip(lag) {
+            self.consumer_lag.get_or_create(labels).set((*n).max(0));
         }
+        let mut known = self
+            .lag_partitions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for gone in known.iter().filter(|l| !now.contains(l)) {
+            self.consumer_lag.remove(gone);
+        }
+        *known = now;
     }
 
     /// The text exposition of everything.

@@ -92,9 +92,11 @@ pub async fn export_command(args: cli::ExportArgs) -> Result<ExitCode> {
                 }
             );
         };
-        let period = Period::last_completed(chrono::Utc::now(), e.every)
-            .context("the export's period is too long")?;
-        match schedule::run_once(&lake, e, period, location.options()).await? {
+        let settled =
+            chrono::Utc::now() - chrono::Duration::from_std(schedule::SETTLE).unwrap_or_default();
+        let period =
+            Period::last_completed(settled, e.every).context("the export's period is too long")?;
+        match schedule::run_once(&lake, e, period, &export_options(&location)).await? {
             RunOutcome::Written { file, stats } => {
                 eprintln!(
                     "{} rows ({} bytes) written to {file}",
@@ -121,13 +123,7 @@ pub async fn export_command(args: cli::ExportArgs) -> Result<ExitCode> {
         None if to.ends_with(".json") || to.ends_with(".jsonl") => ExportFormat::Json,
         None => ExportFormat::Csv,
     };
-    // An s3:// target takes the lake's S3 settings when the lake is on S3, else AWS_*.
-    let options = if location.root().scheme() == "s3" {
-        location.options().clone()
-    } else {
-        env_storage_options()
-    };
-    let target = ExportTarget::parse(to, &options)?;
+    let target = ExportTarget::parse(to, &export_options(&location))?;
     let started = Instant::now();
     let mut bar = Progress::new();
     let stats = export(&lake, sql, format, &target, &mut |s| bar.update(s)).await;
@@ -140,6 +136,14 @@ pub async fn export_command(args: cli::ExportArgs) -> Result<ExitCode> {
         started.elapsed().as_secs_f64()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// S3 settings for export targets: the lake's own, over the `AWS_*` variables (which
+/// object_store does not read by itself when given explicit options).
+fn export_options(location: &LakeLocation) -> std::collections::HashMap<String, String> {
+    let mut options = env_storage_options();
+    options.extend(location.options().clone());
+    options
 }
 
 /// A progress line on a terminal (rows and bytes so far); nothing when stderr is not one.
@@ -303,6 +307,7 @@ pub async fn spawn_exports(
     names: &[String],
     cfg: &paystream_core::config::Config,
     limits: &cli::ServeLimits,
+    max_latency: std::time::Duration,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Server> {
     let lake = LakeQuery::open_for_serving(location, names, limits.memory_limit_mib << 20).await?;
@@ -312,9 +317,11 @@ pub async fn spawn_exports(
     if !lake.tables().is_empty() {
         schedule::check(&lake, &exports).await?;
     }
-    let options = location.options().clone();
+    let options = export_options(location);
+    // Rows at a period's end are committed within the sink's max_latency.
+    let settle = schedule::SETTLE + max_latency;
     Ok(tokio::spawn(async move {
-        schedule::run_scheduled(lake, exports, options, stop).await;
+        schedule::run_scheduled(lake, exports, options, settle, stop).await;
         Ok(())
     }))
 }

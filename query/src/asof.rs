@@ -59,7 +59,12 @@ impl LakeQuery {
             };
             let (table, as_of) = parsed?;
             if self.ctx.table_exist(TableReference::bare(name))? {
-                continue;
+                // A version never changes; an instant may still be ahead of the last commit,
+                // so it is looked up again each time.
+                if matches!(as_of, AsOf::Version(_)) {
+                    continue;
+                }
+                self.ctx.deregister_table(TableReference::bare(name))?;
             }
             if !self.tables.iter().any(|(t, _)| t == table) {
                 return Err(Error::AsOf {

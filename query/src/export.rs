@@ -174,7 +174,7 @@ pub async fn export(
     let mut upload = BufWriter::new(target.store.clone(), target.path.clone());
     let mut encoder = Encoder::new(format, schema)?;
     let mut stats = ExportStats::default();
-    let outcome: Result<()> = async {
+    let written: Result<()> = async {
         while let Some(batch) = stream.next().await {
             let batch = batch?;
             stats.rows += batch.num_rows() as u64;
@@ -191,20 +191,20 @@ pub async fn export(
         upload
             .write_all(&tail)
             .await
-            .map_err(|e| target.error(e.to_string()))?;
-        // Completing the upload is what makes the file appear.
-        upload
-            .shutdown()
-            .await
-            .map_err(|e| target.error(e.to_string()))?;
-        Ok(())
+            .map_err(|e| target.error(e.to_string()))
     }
     .await;
-    if let Err(e) = outcome {
+    if let Err(e) = written {
         // Nothing partial stays behind; if the abort itself fails, the first error matters.
         let _ = upload.abort().await;
         return Err(e);
     }
+    // Completing the upload is what makes the file appear. A failure here has already
+    // aborted the upload (and a shut-down writer must not be aborted again).
+    upload
+        .shutdown()
+        .await
+        .map_err(|e| target.error(e.to_string()))?;
     progress(stats);
     Ok(stats)
 }

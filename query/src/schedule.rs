@@ -20,8 +20,12 @@ use crate::export::{export, ExportFormat, ExportStats, ExportTarget};
 use crate::{Error, LakeQuery, Result};
 
 /// Time left after a period ends before it is exported, so that rows buffered by the pipeline
-/// at the boundary are committed first.
+/// at the boundary are committed first (the pipeline adds its sink's `max_latency`).
 pub const SETTLE: Duration = Duration::from_secs(5);
+
+/// Periods looked at on each wake-up, the latest first: a period missed because an export
+/// failed or the pipeline was down for less than this many periods is still exported.
+pub const CATCH_UP_PERIODS: u32 = 3;
 
 /// One period of an export: `[start, end)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +42,15 @@ impl Period {
         Some(Self {
             start: Utc.timestamp_millis_opt(end_ms - every_ms).single()?,
             end: Utc.timestamp_millis_opt(end_ms).single()?,
+        })
+    }
+
+    /// The period just before this one.
+    pub fn before(self) -> Option<Self> {
+        let len = self.end - self.start;
+        Some(Self {
+            start: self.start.checked_sub_signed(len)?,
+            end: self.start,
         })
     }
 
@@ -125,34 +138,52 @@ pub async fn run_scheduled(
     mut lake: LakeQuery,
     exports: Vec<ExportConfig>,
     options: HashMap<String, String>,
+    settle: Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    while !*stop.borrow() {
+    let settle_c = chrono::Duration::from_std(settle).unwrap_or_default();
+    'wake: while !*stop.borrow() {
         let now = Utc::now();
+        let mut next_wake = Duration::from_secs(30);
+        // Exporting an old snapshot would write a short file that is never rewritten.
         if let Err(e) = lake.refresh().await {
             warn!(error = %e, "exports: cannot refresh the lake; retrying");
-        }
-        let mut next_wake = Duration::from_secs(30);
-        for e in &exports {
-            // A period is exported once SETTLE has passed after its end.
-            let settled = now - chrono::Duration::from_std(SETTLE).unwrap_or_default();
-            let Some(period) = Period::last_completed(settled, e.every) else {
-                continue;
-            };
-            match run_once(&lake, e, period, &options).await {
-                Ok(RunOutcome::Written { file, stats }) => {
-                    info!(export = %e.id, file, rows = stats.rows, bytes = stats.bytes, "export written");
+            next_wake = Duration::from_secs(5);
+        } else {
+            for e in &exports {
+                // A period is exported once `settle` has passed after its end.
+                let Some(latest) = Period::last_completed(now - settle_c, e.every) else {
+                    continue;
+                };
+                let mut period = latest;
+                for _ in 0..CATCH_UP_PERIODS {
+                    if *stop.borrow() {
+                        break 'wake;
+                    }
+                    match run_once(&lake, e, period, &options).await {
+                        Ok(RunOutcome::Written { file, stats }) => {
+                            info!(export = %e.id, file, rows = stats.rows, bytes = stats.bytes, "export written");
+                        }
+                        Ok(RunOutcome::AlreadyThere { .. }) => {}
+                        Err(err) => {
+                            warn!(export = %e.id, error = %err, "export failed; retrying");
+                            next_wake = next_wake.min(Duration::from_secs(5));
+                        }
+                    }
+                    let Some(earlier) = Period::before(period) else {
+                        break;
+                    };
+                    period = earlier;
                 }
-                Ok(RunOutcome::AlreadyThere { .. }) => {}
-                Err(err) => warn!(export = %e.id, error = %err, "export failed; retrying"),
+                let next_end = latest.end + e.every + settle;
+                let wait = (next_end - Utc::now()).to_std().unwrap_or_default();
+                next_wake = next_wake.min(wait.max(Duration::from_millis(200)));
             }
-            let next_end = period.end + e.every + SETTLE;
-            let wait = (next_end - Utc::now()).to_std().unwrap_or_default();
-            next_wake = next_wake.min(wait.max(Duration::from_millis(200)));
         }
         tokio::select! {
             () = tokio::time::sleep(next_wake) => {}
-            _ = stop.wait_for(|s| *s) => {}
+            // A dropped sender also means stop.
+            _ = stop.wait_for(|s| *s) => break,
         }
     }
 }

@@ -345,7 +345,7 @@ impl Stream for Deadline {
                     self.rows = None;
                     return Poll::Ready(Some(Err(user_error(
                         "57014",
-                        "canceling statement due to user request",
+                        "canceling statement due to user request (while its rows were computed)",
                     ))));
                 }
                 // The signal was replaced or dropped: nothing more to watch.
