@@ -37,7 +37,8 @@ use datafusion_postgres::pgwire::api::query::{ExtendedQueryHandler, SimpleQueryH
 use datafusion_postgres::pgwire::api::results::Response;
 use datafusion_postgres::pgwire::api::store::PortalStore;
 use datafusion_postgres::pgwire::api::{
-    ClientInfo, ClientPortalStore, ConnectionGuard, ConnectionManager, PgWireServerHandlers,
+    ClientInfo, ClientPortalStore, ConnectionGuard, ConnectionHandle, ConnectionManager,
+    PgWireServerHandlers,
 };
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::messages::cancel::CancelRequest;
@@ -276,14 +277,19 @@ impl Guarded {
         )
     }
 
-    /// The client's cancel signal for the rows of its next query.
-    async fn cancel_signal<C: ClientInfo>(&self, client: &C) -> Cancel {
-        let (pid, key) = client.pid_and_secret_key();
-        let (handle, guard) = self.streams.register(pid, key);
-        Cancel {
-            rx: Some(handle.start_query().await),
-            _guard: guard,
-        }
+    /// The client's cancel signal for the rows of its next query. The connection registers
+    /// once, for its whole life; each query takes the signal over from the one before, as a
+    /// Postgres cancel request is for the query running now.
+    async fn cancel_signal<C: ClientInfo>(&self, client: &C) -> oneshot::Receiver<()> {
+        let registration = client.session_extensions().get_or_insert_with(|| {
+            let (pid, key) = client.pid_and_secret_key();
+            let (handle, guard) = self.streams.register(pid, key);
+            StreamCancel {
+                handle,
+                _guard: guard,
+            }
+        });
+        registration.handle.start_query().await
     }
 
     /// The rows of a query response keep the slot, the deadline and the cancel signal until
@@ -293,7 +299,7 @@ impl Guarded {
         response: Response,
         deadline: Instant,
         permit: Arc<OwnedSemaphorePermit>,
-        cancel: Option<Cancel>,
+        cancel: Option<oneshot::Receiver<()>>,
     ) -> Response {
         match response {
             Response::Query(mut q) => {
@@ -311,9 +317,10 @@ impl Guarded {
     }
 }
 
-/// A query's cancel receiver, registered under its connection's key while it lives.
-struct Cancel {
-    rx: Option<oneshot::Receiver<()>>,
+/// A connection's registration for cancelling streaming queries; unregistered when the
+/// connection (and so its session extensions) goes.
+struct StreamCancel {
+    handle: Arc<ConnectionHandle>,
     _guard: ConnectionGuard,
 }
 
@@ -323,7 +330,7 @@ struct Deadline {
     rows: Option<Pin<Box<dyn Stream<Item = PgWireResult<DataRow>> + Send>>>,
     sleep: Pin<Box<tokio::time::Sleep>>,
     message: String,
-    cancel: Option<Cancel>,
+    cancel: Option<oneshot::Receiver<()>>,
     _permit: Arc<OwnedSemaphorePermit>,
 }
 
@@ -339,7 +346,7 @@ impl Stream for Deadline {
             let message = std::mem::take(&mut self.message);
             return Poll::Ready(Some(Err(user_error("57014", message))));
         }
-        if let Some(rx) = self.cancel.as_mut().and_then(|c| c.rx.as_mut()) {
+        if let Some(rx) = self.cancel.as_mut() {
             match Pin::new(rx).poll(cx) {
                 Poll::Ready(Ok(())) => {
                     self.rows = None;
@@ -348,12 +355,8 @@ impl Stream for Deadline {
                         "canceling statement due to user request (while its rows were computed)",
                     ))));
                 }
-                // The signal was replaced or dropped: nothing more to watch.
-                Poll::Ready(Err(_)) => {
-                    if let Some(c) = self.cancel.as_mut() {
-                        c.rx = None;
-                    }
-                }
+                // A later query took the signal over: nothing more to watch.
+                Poll::Ready(Err(_)) => self.cancel = None,
                 Poll::Pending => {}
             }
         }
