@@ -107,8 +107,8 @@ pub struct ServeLimits {
     /// Serve without authentication when PAYSTREAM_SERVE_USERS is not set.
     #[arg(long)]
     pub allow_anonymous: bool,
-    /// PEM certificate (chain) for TLS on the Postgres endpoint; with it, plain-text
-    /// connections are refused.
+    /// PEM certificate (chain) for TLS on the Postgres and HTTP endpoints; with it, plain-text
+    /// connections are refused (the HTTP endpoint then speaks HTTPS only).
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).

@@ -263,13 +263,6 @@ pub async fn spawn_servers(
         }),
         _ => None,
     };
-    if tls.is_some() && http.is_some() {
-        // Better refused than a password sent in clear on the side door.
-        anyhow::bail!(
-            "--tls-cert covers the Postgres endpoint only: the HTTP endpoint has no TLS; \
-             drop --http-listen/--serve-http or put it behind a TLS-terminating proxy"
-        );
-    }
     let lake = LakeQuery::open_for_serving(location, names, limits.memory_limit_mib << 20).await?;
     let mut servers = Vec::new();
     if let Some(addr) = http {
@@ -279,6 +272,7 @@ pub async fn spawn_servers(
             users.clone(),
             limits.query_timeout,
             limits.max_concurrent_queries,
+            tls.clone(),
             stopped(),
         )));
     }

@@ -158,6 +158,7 @@ pub async fn serve_http(
     users: HashMap<String, String>,
     timeout: Duration,
     max_concurrent_queries: usize,
+    tls: Option<crate::serve::TlsFiles>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let state = Http {
@@ -170,9 +171,49 @@ pub async fn serve_http(
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| Error::Serve(format!("cannot listen on {listen}: {e}")))?;
-    tracing::info!(%listen, "serving SQL over HTTP (POST /sql)");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| Error::Serve(format!("http: {e}")))
+    let Some(tls) = tls else {
+        tracing::info!(%listen, "serving SQL over HTTP (POST /sql)");
+        return axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(|e| Error::Serve(format!("http: {e}")));
+    };
+    let acceptor = tls.acceptor(&[b"h2", b"http/1.1"])?;
+    tracing::info!(%listen, "serving SQL over HTTPS (POST /sql)");
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            accepted = listener.accept() => {
+                let (socket, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accepting an HTTPS connection failed");
+                        continue;
+                    }
+                };
+                let (acceptor, app) = (acceptor.clone(), app.clone());
+                tokio::spawn(async move {
+                    // A client that fails the handshake (plain HTTP, wrong CA) only ends its
+                    // own connection.
+                    let stream = match acceptor.accept(socket).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                    };
+                    let service = hyper_util::service::TowerToHyperService::new(app);
+                    let served = hyper_util::server::conn::auto::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+                    if let Err(e) = served {
+                        tracing::debug!(%peer, error = %e, "HTTPS connection ended with an error");
+                    }
+                });
+            }
+        }
+    }
 }

@@ -80,8 +80,9 @@ pub struct TlsFiles {
 }
 
 impl TlsFiles {
-    /// The acceptor for these files; errors name the file, never its content.
-    pub fn acceptor(&self) -> Result<TlsAcceptor> {
+    /// The acceptor for these files, offering `alpn` protocols; errors name the file, never
+    /// its content.
+    pub fn acceptor(&self, alpn: &[&[u8]]) -> Result<TlsAcceptor> {
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
         let bad = |what: &str, path: &std::path::Path, e: &dyn std::fmt::Display| {
@@ -106,8 +107,7 @@ impl TlsFiles {
             .with_no_client_auth()
             .with_single_cert(certs, key)
             .map_err(|e| bad("certificate and key", &self.cert, &e))?;
-        // Lets clients that open with TLS directly (sslnegotiation=direct) connect too.
-        config.alpn_protocols = vec![b"postgresql".to_vec()];
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Ok(TlsAcceptor::from(Arc::new(config)))
     }
 }
@@ -552,7 +552,12 @@ pub async fn serve_postgres(
         timeout: opts.query_timeout,
         streams: Arc::new(ConnectionManager::new()),
     });
-    let tls = opts.tls.as_ref().map(TlsFiles::acceptor).transpose()?;
+    // "postgresql" lets clients that open with TLS directly (sslnegotiation=direct) in too.
+    let tls = opts
+        .tls
+        .as_ref()
+        .map(|t| t.acceptor(&[b"postgresql"]))
+        .transpose()?;
     let handlers = Arc::new(Handlers {
         service,
         users: (!opts.users.is_empty()).then(|| Users(Arc::new(opts.users.clone()))),

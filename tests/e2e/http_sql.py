@@ -5,6 +5,7 @@ JSON lines. Prints `status N: BODY` and exits 3 for anything but 200.
 
 import argparse
 import base64
+import http.client
 import json
 import os
 import sys
@@ -19,7 +20,13 @@ def main():
     ap.add_argument("--password")
     ap.add_argument("--sql", required=True)
     ap.add_argument("--arrow", action="store_true")
+    ap.add_argument("--cafile", help="verify an https:// server against this CA")
     args = ap.parse_args()
+    context = None
+    if args.cafile:
+        import ssl
+
+        context = ssl.create_default_context(cafile=args.cafile)
     req = urllib.request.Request(args.url, data=args.sql.encode(), method="POST")
     req.add_header("Content-Type", "text/plain")
     if args.arrow:
@@ -28,12 +35,16 @@ def main():
         token = base64.b64encode(f"{args.user}:{args.password}".encode()).decode()
         req.add_header("Authorization", f"Basic {token}")
     try:
-        with urllib.request.urlopen(req, timeout=60) as r:
+        with urllib.request.urlopen(req, timeout=60, context=context) as r:
             body = r.read()
     except urllib.error.HTTPError as e:
         print(f"status {e.code}: {e.read().decode(errors='replace')}")
         sys.stdout.flush()
         os._exit(3)
+    except (urllib.error.URLError, ConnectionError, http.client.HTTPException) as e:
+        print(f"no answer: {e}")
+        sys.stdout.flush()
+        os._exit(4)
     if args.arrow:
         import pyarrow.ipc
 

@@ -388,9 +388,11 @@ fn serve_over_tls_and_a_cancelled_client_cancels_its_query() {
     Proc::spawn("generate-lake", cmd, s.dir()).expect_success(Duration::from_secs(300));
     let (cert, key) = self_signed(&s);
     let port = free_port();
+    let https = free_port();
     let mut cmd = s.paystream();
     cmd.args(["serve", "--lake", &s.lake_uri])
         .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--http-listen", &format!("127.0.0.1:{https}")])
         // Far longer than the cancel takes, and one query at a time: a query that went on
         // after its cancel would hold the only slot.
         .args(["--query-timeout", "120s", "--max-concurrent-queries", "1"])
@@ -401,6 +403,33 @@ fn serve_over_tls_and_a_cancelled_client_cancels_its_query() {
         .env("PAYSTREAM_SERVE_USERS", format!("{USER}:{PASSWORD}"));
     let mut server = Proc::spawn("serve-tls", cmd, s.dir());
     server.wait_listening(port);
+    server.wait_listening(https);
+
+    // The HTTP endpoint speaks HTTPS only, verified against the certificate.
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/http_sql.py");
+    let http = |url: String, extra: &[String]| {
+        let mut cmd = Command::new(&s.services.python);
+        cmd.arg(&script)
+            .arg(format!("--url={url}"))
+            .arg("--sql=SELECT count(*) AS n FROM payments")
+            .arg(format!("--user={USER}"))
+            .arg(format!("--password={PASSWORD}"))
+            .args(extra);
+        let done = Proc::spawn("http_sql", cmd, s.dir()).finish(Duration::from_secs(60));
+        (done.status.code().unwrap_or(-1), done.stdout)
+    };
+    let (code, out) = http(
+        format!("https://127.0.0.1:{https}/sql"),
+        &[format!("--cafile={}", cert.display())],
+    );
+    assert_eq!(code, 0, "{out}");
+    let n: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        n["n"].to_string().trim_matches('"'),
+        query_csv(&s, "SELECT count(*) FROM payments").trim()
+    );
+    let (code, out) = http(format!("http://127.0.0.1:{https}/sql"), &[]);
+    assert_eq!(code, 4, "plain HTTP must not be answered: {out}");
 
     let (ok, out, err) = psql_ssl(&s, port, "require", "SELECT count(*) FROM payments");
     assert!(ok, "{err}");
