@@ -202,24 +202,58 @@ fn export_to_files_and_s3_matches_the_query_and_is_atomic() {
         assert_eq!(read_export(&s, to, format), expected, "export to {to}");
     }
 
-    // A query that fails while its rows stream leaves nothing behind: no file, no staging file.
-    let failing = s.dir().join("failing/out.csv");
-    let mut cmd = s.paystream();
-    cmd.args([
-        "export",
-        "--lake",
-        &s.lake_uri,
-        "--sql",
-        "SELECT CAST(payment_id AS INT) AS n FROM payments",
-        "--to",
-    ])
-    .arg(&failing);
-    let done = Proc::spawn("export-failing", cmd, s.dir()).finish(Duration::from_secs(120));
-    assert!(!done.status.success(), "{}", done.stderr);
-    let left: Vec<_> = std::fs::read_dir(failing.parent().unwrap())
+    // A query that fails while its rows stream leaves nothing behind: no file, no staging
+    // file, no S3 object. The second one fails at its last row, after more than the 10 MiB
+    // the upload buffers in memory, so the multipart upload (or local staging file) has begun.
+    let late_failure = "SELECT value, CASE WHEN value = 2000000 \
+                        THEN CAST(CAST(value AS VARCHAR) || 'x' AS BIGINT) ELSE value END AS v \
+                        FROM generate_series(1, 2000000)";
+    let s3_failing = format!("s3://{}/{}-failing/out.csv", s.services.s3_bucket, s.id);
+    for (sql, to) in [
+        (
+            "SELECT CAST(payment_id AS INT) AS n FROM payments",
+            s.dir().join("failing/early.csv").display().to_string(),
+        ),
+        (
+            late_failure,
+            s.dir().join("failing/late.csv").display().to_string(),
+        ),
+        (late_failure, s3_failing.clone()),
+    ] {
+        let mut cmd = s.paystream();
+        cmd.args(["export", "--lake", &s.lake_uri, "--sql", sql, "--to", &to]);
+        let done = Proc::spawn("export-failing", cmd, s.dir()).finish(Duration::from_secs(180));
+        assert!(!done.status.success(), "{to}: {}", done.stderr);
+        assert!(
+            done.stderr.contains("Cannot cast") || done.stderr.contains("cast"),
+            "{}",
+            done.stderr
+        );
+    }
+    let left: Vec<_> = std::fs::read_dir(s.dir().join("failing"))
         .map(|d| d.map(|e| e.unwrap().file_name()).collect())
         .unwrap_or_default();
     assert!(left.is_empty(), "left behind: {left:?}");
+    let mut cmd = Command::new(&s.services.python);
+    cmd.args([
+        "-c",
+        "import os, sys, boto3; s3 = boto3.client('s3', endpoint_url=os.environ['AWS_ENDPOINT_URL']); \
+         b, k = sys.argv[1][5:].split('/', 1); r = s3.list_objects_v2(Bucket=b, Prefix=k); \
+         u = s3.list_multipart_uploads(Bucket=b, Prefix=k); \
+         print(r.get('KeyCount', 0), len(u.get('Uploads', [])))",
+        &s3_failing,
+    ]);
+    for (k, v) in s.paystream().get_envs() {
+        if let (Some(k), Some(v)) = (k.to_str(), v.and_then(|v| v.to_str())) {
+            cmd.env(k, v);
+        }
+    }
+    let out = Proc::spawn("s3-list", cmd, s.dir()).expect_success(Duration::from_secs(60));
+    assert_eq!(
+        out.stdout.trim(),
+        "0 0",
+        "an object or an open upload was left on S3"
+    );
 
     // A configured export, run twice for the same period: one file, written once.
     let config = s.write_config(&unique("group"));
