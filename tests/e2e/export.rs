@@ -311,10 +311,14 @@ fn scheduled_exports_run_inside_the_pipeline_once_per_period() {
     let folder = s.dir().join("exports");
     let sql = "SELECT currency, count(*) AS n FROM payments GROUP BY currency ORDER BY currency";
     let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str(&format!(
-        "\n[exports.every2s]\nsql = \"{sql}\"\nevery = \"2s\"\nto = {}\nformat = \"parquet\"\n",
-        crate::support::toml_str(folder.to_str().unwrap())
-    ));
+    // Every 2 s, so that a run sees periods end; and hourly, so that the second run falls in
+    // the period the first one exported (unless the hour turns in between) and must skip it.
+    for (id, every) in [("every2s", "2s"), ("hourly", "1h")] {
+        text.push_str(&format!(
+            "\n[exports.{id}]\nsql = \"{sql}\"\nevery = \"{every}\"\nto = {}\nformat = \"parquet\"\n",
+            crate::support::toml_str(folder.to_str().unwrap())
+        ));
+    }
     std::fs::write(&config, text).unwrap();
 
     let files = |folder: &Path| -> Vec<(String, std::time::SystemTime)> {
@@ -333,12 +337,28 @@ fn scheduled_exports_run_inside_the_pipeline_once_per_period() {
     };
     // Two runs with nothing left to consume: the periods that end are exported; the second
     // run finds the files of the first and leaves them alone.
-    let mut before = Vec::new();
-    for wanted in [2, 3] {
+    let count = |v: &[(String, std::time::SystemTime)], prefix: &str| {
+        v.iter().filter(|(f, _)| f.starts_with(prefix)).count()
+    };
+    // The first run exports the last periods (hourly ones included); the second must see two
+    // more 2 s periods end, so that its first wake-up, which looks at the hourly periods too,
+    // is over before it stops.
+    let mut before: Vec<(String, std::time::SystemTime)> = Vec::new();
+    for second in [false, true] {
+        let every2s_before = count(&before, "every2s-");
         let mut run = Proc::spawn("run-exports", s.run_cmd(&config, None), s.dir());
         let deadline = Instant::now() + Duration::from_secs(90);
-        while files(&folder).len() < wanted {
-            assert!(Instant::now() < deadline, "{}", run.report());
+        loop {
+            let now = files(&folder);
+            let done = if second {
+                count(&now, "every2s-") >= every2s_before + 2
+            } else {
+                count(&now, "every2s-") >= 2 && count(&now, "hourly-") >= 1
+            };
+            if done {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{now:?}\n{}", run.report());
             assert!(
                 run.poll().is_none(),
                 "the pipeline stopped: {}",
@@ -356,7 +376,9 @@ fn scheduled_exports_run_inside_the_pipeline_once_per_period() {
     let expected = query_rows(&s, sql);
     for (f, _) in &before {
         assert!(
-            f.starts_with("every2s-") && f.ends_with(".parquet") && !f.contains('#'),
+            (f.starts_with("every2s-") || f.starts_with("hourly-"))
+                && f.ends_with(".parquet")
+                && !f.contains('#'),
             "{before:?}"
         );
         let path = folder.join(f);
