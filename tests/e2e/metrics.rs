@@ -140,9 +140,22 @@ fn prometheus_scrapes_the_pipeline_and_every_health_panel_has_series() {
         String::from_utf8_lossy(&out.stderr),
         run.report()
     );
-    // Every family the README lists is in the exposition, with the prefix.
-    let (status, body) = get(port, "/metrics");
-    assert_eq!(status, 200);
+    // Every family the README lists is in the exposition, with the prefix; lag needs the
+    // group's committed offsets, which librdkafka reports within a second or two of a commit.
+    let lag_series = |body: &str| {
+        body.lines()
+            .filter(|l| l.starts_with("paystream_consumer_lag_messages{"))
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let body = loop {
+        let (status, body) = get(port, "/metrics");
+        assert_eq!(status, 200);
+        if lag_series(&body) == 4 || Instant::now() > deadline {
+            break body;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
     for name in [
         "paystream_consumed_events_total",
         "paystream_consumed_bytes_total",
