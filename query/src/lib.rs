@@ -2,6 +2,7 @@
 //!
 //! Layout:
 //! - [`LakeQuery`]: opens the tables and runs SQL.
+//! - [`distinct`]: a plan rewrite that makes `count(DISTINCT x)` beside plain aggregates fast.
 //! - [`asof`]: time travel, `"payments@v12"` or `"payments@2026-11-22T10:00:00Z"`.
 //! - [`format`]: renders results as a table, CSV or JSON.
 //! - [`export`]: streams a query's result to a file or an S3 object, atomically.
@@ -10,6 +11,7 @@
 //! - [`http`]: `POST /sql` answering JSON lines or Arrow IPC.
 
 pub mod asof;
+pub mod distinct;
 pub mod export;
 pub mod format;
 pub mod http;
@@ -24,6 +26,7 @@ use datafusion::dataframe::DataFrame;
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::SQLOptions;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use paystream_sinks::delta::LakeLocation;
@@ -83,6 +86,21 @@ fn session_config() -> Result<SessionConfig> {
     Ok(SessionConfig::from_env()?.with_information_schema(true))
 }
 
+/// A session with DataFusion's defaults plus paystream's plan rewrites.
+fn session(
+    config: SessionConfig,
+    runtime: Option<Arc<datafusion::execution::runtime_env::RuntimeEnv>>,
+) -> SessionContext {
+    let mut builder = SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        .with_optimizer_rule(Arc::new(distinct::DistinctAsGroupBy));
+    if let Some(runtime) = runtime {
+        builder = builder.with_runtime_env(runtime);
+    }
+    SessionContext::new_with_state(builder.build())
+}
+
 /// A read-only SQL session over the lake's tables.
 pub struct LakeQuery {
     ctx: SessionContext,
@@ -95,13 +113,7 @@ impl LakeQuery {
     /// Register each of `tables` that exists under `location`. Tables that do not exist yet
     /// are skipped; an empty lake is an error.
     pub async fn open(location: &LakeLocation, tables: &[String]) -> Result<Self> {
-        Self::open_in(
-            SessionContext::new_with_config(session_config()?),
-            location,
-            tables,
-            true,
-        )
-        .await
+        Self::open_in(session(session_config()?, None), location, tables, true).await
     }
 
     /// As [`LakeQuery::open`], with every query of the session sharing a memory pool of
@@ -116,7 +128,7 @@ impl LakeQuery {
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(memory_limit, 1.0)
             .build_arc()?;
-        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        let ctx = session(config, Some(runtime));
         Self::open_in(ctx, location, tables, false).await
     }
 
