@@ -62,6 +62,16 @@ impl ExportTarget {
     /// `to` is a local file path (its folder is created) or `s3://bucket/key`; S3 settings come
     /// from `options` (the lake's storage options, or the `AWS_*` variables).
     pub fn parse(to: &str, options: &HashMap<String, String>) -> Result<Self> {
+        if let Some((scheme, rest)) = to.split_once("://") {
+            let authority = rest.split('/').next().unwrap_or("");
+            if authority.contains('@') {
+                // Said without the URI: it holds a credential.
+                return Err(Error::Export {
+                    to: format!("{scheme}://…"),
+                    message: "credentials do not belong in a URI; use the AWS_* variables or the lake's [sinks.<id>.s3]".into(),
+                });
+            }
+        }
         let err = |message: String| Error::Export {
             to: to.to_owned(),
             message,
@@ -271,5 +281,34 @@ impl Encoder {
             Encoder::Csv { .. } | Encoder::Json => Ok(Vec::new()),
             Encoder::Parquet(w) => w.into_inner().map_err(|e| Error::Output(e.into())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_credential_in_the_uri_is_refused_without_being_repeated() {
+        let e = ExportTarget::parse("s3://AKIDEXAMPLE:s3cr3t@bucket/x.csv", &HashMap::new())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("credentials do not belong"), "{e}");
+        assert!(!e.contains("s3cr3t") && !e.contains("AKIDEXAMPLE"), "{e}");
+    }
+
+    #[test]
+    fn local_targets_get_their_folder_and_siblings_share_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let to = dir.path().join("a/b/out.csv");
+        let t = ExportTarget::parse(to.to_str().unwrap(), &HashMap::new()).unwrap();
+        assert!(dir.path().join("a/b").is_dir());
+        assert!(t.to_string().ends_with("a/b/out.csv"));
+        assert!(t
+            .sibling("other.csv")
+            .to_string()
+            .ends_with("a/b/other.csv"));
+        assert!(ExportTarget::parse("folder/", &HashMap::new()).is_err());
+        assert!(ExportTarget::parse("ftp://host/x.csv", &HashMap::new()).is_err());
     }
 }
