@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{unique, Finished, Lake, Proc, Scenario, Topics};
+use crate::support::{Finished, Lake, Proc, Scenario, Topics};
 
 const PAYMENT_SUMS: &str =
     "SELECT currency, sum(amount_minor) AS total FROM payments GROUP BY currency ORDER BY currency";
@@ -84,14 +84,12 @@ fn read_json(path: &Path) -> Value {
 fn query_cli() {
     let events = 5_000;
     let s = Scenario::new("query", Lake::Local);
-    s.create_topics(Topics {
+    let topics = Topics {
         payments: 3,
         orders: 1,
         refunds: 1,
-    });
-    s.generate(events, 21);
-    let config = s.write_config(&unique("group"));
-    s.run_to_idle(&config, events);
+    };
+    s.ingest(topics, events, 21);
     let sums_path = s.dir().join("sums.json");
     s.check_lake(Some(&sums_path));
 

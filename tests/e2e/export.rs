@@ -12,29 +12,8 @@ use std::time::{Duration, Instant};
 
 use crate::support::{unique, Lake, Proc, Scenario, Topics};
 
-/// `paystream generate --lake` of the first `count` events of `seed`.
-fn fill(s: &Scenario, count: u64, seed: u64) -> String {
-    let mut cmd = s.paystream();
-    cmd.args(["generate", "--lake", &s.lake_uri])
-        .args(["--count", &count.to_string(), "--seed", &seed.to_string()])
-        .args(["--bad-ratio", "0.01"]);
-    Proc::spawn("generate-lake", cmd, s.dir())
-        .expect_success(Duration::from_secs(300))
-        .stderr
-}
-
-/// `paystream query --format csv` without the header line.
-fn query_rows(s: &Scenario, sql: &str) -> String {
-    let mut cmd = s.paystream();
-    cmd.args(["query", "--lake", &s.lake_uri, "--format", "csv", sql]);
-    let out = Proc::spawn("query", cmd, s.dir())
-        .expect_success(Duration::from_secs(120))
-        .stdout;
-    out.lines().skip(1).collect::<Vec<_>>().join("\n")
-}
-
 fn count(s: &Scenario, table: &str) -> u64 {
-    let out = query_rows(s, &format!("SELECT count(*) FROM {table}"));
+    let out = s.query_rows(&format!("SELECT count(*) FROM {table}"));
     out.trim()
         .parse()
         .unwrap_or_else(|e| panic!("count of {table}: {out:?}: {e}"))
@@ -44,15 +23,7 @@ fn count(s: &Scenario, table: &str) -> u64 {
 fn read_export(s: &Scenario, uri: &str, format: &str) -> String {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/read_export.py");
     let mut cmd = Command::new(&s.services.python);
-    cmd.arg(script).args([uri, format]);
-    // The S3 settings of the scenario, when it has any.
-    for (k, v) in s.paystream().get_envs() {
-        if let (Some(k), Some(v)) = (k.to_str(), v.and_then(|v| v.to_str())) {
-            if k.starts_with("AWS_") {
-                cmd.env(k, v);
-            }
-        }
-    }
+    cmd.arg(script).args([uri, format]).envs(s.s3_env());
     let out = Proc::spawn("read_export", cmd, s.dir())
         .expect_success(Duration::from_secs(120))
         .stdout;
@@ -66,7 +37,7 @@ const ROWS: &str = "SELECT payment_id, currency, amount_minor, event_type FROM p
 #[test]
 fn query_time_travel_file_output_and_shell() {
     let s = Scenario::new("query-tt", Lake::Local);
-    fill(&s, 6_000, 11);
+    s.fill_lake(6_000, 11, &[]);
     let v1 = count(&s, "payments");
     assert!(v1 > 1_000, "{v1}");
     // An instant between the two fills, from a clock we did not write.
@@ -78,12 +49,12 @@ fn query_time_travel_file_output_and_shell() {
         .output()
         .unwrap();
     let between = String::from_utf8_lossy(&between.stdout).trim().to_owned();
-    fill(&s, 12_000, 11);
+    s.fill_lake(12_000, 11, &[]);
     let v2 = count(&s, "payments");
     assert!(v2 > v1, "{v1} then {v2}");
 
     // The same command again adds nothing: the lake already holds those events of that seed.
-    let again = fill(&s, 12_000, 11);
+    let again = s.fill_lake(12_000, 11, &[]);
     assert!(again.contains("nothing to add"), "{again}");
     assert_eq!(count(&s, "payments"), v2);
 
@@ -106,8 +77,7 @@ fn query_time_travel_file_output_and_shell() {
         String::from_utf8_lossy(&py.stderr)
     );
     // Rows added between two versions, by joining the table with its past.
-    let added = query_rows(
-        &s,
+    let added = s.query_rows(
         "SELECT count(*) FROM payments p LEFT JOIN \"payments@v1\" o ON p.event_id = o.event_id \
          WHERE o.event_id IS NULL",
     );
@@ -130,7 +100,7 @@ fn query_time_travel_file_output_and_shell() {
         .arg(&file)
         .arg(ROWS);
     Proc::spawn("query-parquet", cmd, s.dir()).expect_success(Duration::from_secs(120));
-    let expected = query_rows(&s, ROWS);
+    let expected = s.query_rows(ROWS);
     assert_eq!(read_export(&s, file.to_str().unwrap(), "parquet"), expected);
 
     // The shell: statements over several lines, commands, and history kept on disk.
@@ -180,8 +150,8 @@ fn wait_output(mut child: std::process::Child, timeout: Duration) -> std::proces
 #[test]
 fn export_to_files_and_s3_matches_the_query_and_is_atomic() {
     let s = Scenario::new("export", Lake::S3);
-    fill(&s, 8_000, 21);
-    let expected = query_rows(&s, ROWS);
+    s.fill_lake(8_000, 21, &[]);
+    let expected = s.query_rows(ROWS);
     assert!(expected.lines().count() > 1_000);
 
     let bucket_key = format!(
@@ -243,11 +213,7 @@ fn export_to_files_and_s3_matches_the_query_and_is_atomic() {
          print(r.get('KeyCount', 0), len(u.get('Uploads', [])))",
         &s3_failing,
     ]);
-    for (k, v) in s.paystream().get_envs() {
-        if let (Some(k), Some(v)) = (k.to_str(), v.and_then(|v| v.to_str())) {
-            cmd.env(k, v);
-        }
-    }
+    cmd.envs(s.s3_env());
     let out = Proc::spawn("s3-list", cmd, s.dir()).expect_success(Duration::from_secs(60));
     assert_eq!(
         out.stdout.trim(),
@@ -288,9 +254,7 @@ fn export_to_files_and_s3_matches_the_query_and_is_atomic() {
     let file = folder.join(&files[0]);
     assert_eq!(
         read_export(&s, file.to_str().unwrap(), "csv"),
-        query_rows(
-            &s,
-            "SELECT currency, count(*) AS n, sum(amount_minor) AS total FROM payments GROUP BY currency ORDER BY currency"
+        s.query_rows("SELECT currency, count(*) AS n, sum(amount_minor) AS total FROM payments GROUP BY currency ORDER BY currency"
         )
     );
 }
@@ -299,14 +263,12 @@ fn export_to_files_and_s3_matches_the_query_and_is_atomic() {
 fn scheduled_exports_run_inside_the_pipeline_once_per_period() {
     let events = 2_000;
     let s = Scenario::new("export-sched", Lake::Local);
-    s.create_topics(Topics {
+    let topics = Topics {
         payments: 2,
         orders: 1,
         refunds: 1,
-    });
-    s.generate(events, 31);
-    let config = s.write_config(&unique("group"));
-    s.run_to_idle(&config, events);
+    };
+    let config = s.ingest(topics, events, 31);
     // The exports are added once everything is in the lake, so that every file holds it all.
     let folder = s.dir().join("exports");
     let sql = "SELECT currency, count(*) AS n FROM payments GROUP BY currency ORDER BY currency";
@@ -373,7 +335,7 @@ fn scheduled_exports_run_inside_the_pipeline_once_per_period() {
         }
         before = now;
     }
-    let expected = query_rows(&s, sql);
+    let expected = s.query_rows(sql);
     for (f, _) in &before {
         assert!(
             (f.starts_with("every2s-") || f.starts_with("hourly-"))
@@ -394,17 +356,12 @@ fn scheduled_exports_run_inside_the_pipeline_once_per_period() {
 fn a_filter_on_event_date_reads_only_that_days_files() {
     let s = Scenario::new("query-prune", Lake::Local);
     // 0.05 events per second of event time: 6,000 events over more than a day.
-    let mut cmd = s.paystream();
-    cmd.args(["generate", "--lake", &s.lake_uri, "--count", "6000"])
-        .args(["--rate", "0.05", "--seed", "41"]);
-    Proc::spawn("generate-lake", cmd, s.dir()).expect_success(Duration::from_secs(300));
-    let days = query_rows(
-        &s,
-        "SELECT CAST(event_date AS VARCHAR) FROM payments GROUP BY 1 ORDER BY 1",
-    );
+    s.fill_lake(6_000, 41, &["--rate", "0.05"]);
+    let days =
+        s.query_rows("SELECT CAST(event_date AS VARCHAR) FROM payments GROUP BY 1 ORDER BY 1");
     let days: Vec<&str> = days.lines().collect();
     assert!(days.len() >= 2, "{days:?}");
-    let plan = |sql: &str| query_rows(&s, &format!("EXPLAIN {sql}"));
+    let plan = |sql: &str| s.query_rows(&format!("EXPLAIN {sql}"));
     let all = plan("SELECT sum(amount_minor) FROM payments");
     for d in &days {
         assert!(all.contains(&format!("event_date={d}")), "{d}: {all}");
@@ -418,19 +375,13 @@ fn a_filter_on_event_date_reads_only_that_days_files() {
         assert!(!one.contains(&format!("event_date={d}")), "{d} read: {one}");
     }
     // And the pruned answer is the filtered one.
-    let pruned = query_rows(
-        &s,
-        &format!(
-            "SELECT count(*) FROM payments WHERE event_date = DATE '{}'",
-            days[0]
-        ),
-    );
-    let filtered = query_rows(
-        &s,
-        &format!(
-            "SELECT count(*) FROM payments WHERE CAST(event_date AS VARCHAR) = '{}'",
-            days[0]
-        ),
-    );
+    let pruned = s.query_rows(&format!(
+        "SELECT count(*) FROM payments WHERE event_date = DATE '{}'",
+        days[0]
+    ));
+    let filtered = s.query_rows(&format!(
+        "SELECT count(*) FROM payments WHERE CAST(event_date AS VARCHAR) = '{}'",
+        days[0]
+    ));
     assert_eq!(pruned, filtered);
 }

@@ -19,10 +19,7 @@ const TOPICS: Topics = Topics {
 /// Generate, run to idle, check: the plain path.
 fn generate_run_check(tag: &str, lake: Lake, events: u64, seed: u64) {
     let s = Scenario::new(tag, lake);
-    s.create_topics(TOPICS);
-    s.generate(events, seed);
-    let config = s.write_config(&unique("group"));
-    s.run_to_idle(&config, events);
+    s.ingest(TOPICS, events, seed);
     s.check_lake(None);
 }
 

@@ -112,35 +112,23 @@ fn expect_timeout(s: &Scenario, port: u16) {
     assert!(!ok && err.contains("statement timeout"), "{err}");
 }
 
-fn query_csv(s: &Scenario, sql: &str) -> String {
-    let mut cmd = s.paystream();
-    cmd.args(["query", "--lake", &s.lake_uri, "--format", "csv", sql]);
-    let out = Proc::spawn("query", cmd, s.dir())
-        .expect_success(Duration::from_secs(120))
-        .stdout;
-    // Drop the header: psql -At prints none.
-    out.lines().skip(1).collect::<Vec<_>>().join("\n")
-}
-
 #[test]
 fn serve_answers_psql_and_psycopg_and_guards_the_lake() {
     let events = 5_000;
     let s = Scenario::new("serve", Lake::Local);
-    s.create_topics(Topics {
+    let topics = Topics {
         payments: 2,
         orders: 1,
         refunds: 1,
-    });
-    s.generate(events, 5);
-    let config = s.write_config(&unique("group"));
-    s.run_to_idle(&config, events);
+    };
+    s.ingest(topics, events, 5);
     let (server, port, http) = start_serve_http(&s, "3s");
 
     // psql and `paystream query` agree.
     let sums = "SELECT currency, sum(amount_minor) AS total FROM payments GROUP BY currency ORDER BY currency";
     let (ok, out, err) = psql(&s, port, USER, PASSWORD, sums);
     assert!(ok, "psql failed: {err}");
-    assert_eq!(out.trim(), query_csv(&s, sums).trim());
+    assert_eq!(out.trim(), s.query_rows(sums).trim());
     assert!(out.lines().count() >= 3, "{out}");
 
     // The shape Grafana's Postgres data source sends: a time-bucketed series with bound
@@ -162,7 +150,8 @@ fn serve_answers_psql_and_psycopg_and_guards_the_lake() {
                 .unwrap()
         })
         .sum();
-    let expected: i64 = query_csv(&s, "SELECT count(*) FROM payments")
+    let expected: i64 = s
+        .query_rows("SELECT count(*) FROM payments")
         .trim()
         .parse()
         .unwrap();
@@ -229,7 +218,7 @@ fn serve_answers_psql_and_psycopg_and_guards_the_lake() {
     assert!(ok, "{err}");
     assert_eq!(
         out.trim(),
-        query_csv(&s, "SELECT count(*) FROM orders").trim()
+        s.query_rows("SELECT count(*) FROM orders").trim()
     );
 
     // The HTTP endpoint: the same answers as JSON lines and as Arrow IPC (read by pyarrow), the
@@ -247,7 +236,8 @@ fn serve_answers_psql_and_psycopg_and_guards_the_lake() {
             })
             .collect()
     };
-    let expected: Vec<(String, i64)> = query_csv(&s, sums)
+    let expected: Vec<(String, i64)> = s
+        .query_rows(sums)
         .lines()
         .map(|l| {
             let (c, t) = l.split_once(',').unwrap();
@@ -383,9 +373,7 @@ fn psql_ssl(s: &Scenario, port: u16, sslmode: &str, sql: &str) -> (bool, String,
 #[test]
 fn serve_over_tls_and_a_cancelled_client_cancels_its_query() {
     let s = Scenario::new("serve-tls", Lake::Local);
-    let mut cmd = s.paystream();
-    cmd.args(["generate", "--lake", &s.lake_uri, "--count", "4000"]);
-    Proc::spawn("generate-lake", cmd, s.dir()).expect_success(Duration::from_secs(300));
+    s.fill_lake(4_000, 1, &[]);
     let (cert, key) = self_signed(&s);
     let port = free_port();
     let https = free_port();
@@ -426,7 +414,7 @@ fn serve_over_tls_and_a_cancelled_client_cancels_its_query() {
     let n: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(
         n["n"].to_string().trim_matches('"'),
-        query_csv(&s, "SELECT count(*) FROM payments").trim()
+        s.query_rows("SELECT count(*) FROM payments").trim()
     );
     let (code, out) = http(format!("http://127.0.0.1:{https}/sql"), &[]);
     assert_eq!(code, 4, "plain HTTP must not be answered: {out}");
@@ -435,7 +423,7 @@ fn serve_over_tls_and_a_cancelled_client_cancels_its_query() {
     assert!(ok, "{err}");
     assert_eq!(
         out.trim(),
-        query_csv(&s, "SELECT count(*) FROM payments").trim()
+        s.query_rows("SELECT count(*) FROM payments").trim()
     );
     // The client's own report says the connection is encrypted.
     let (ok, out, err) = psql_ssl(&s, port, "require", "\\conninfo");

@@ -134,13 +134,49 @@ impl Scenario {
     pub fn paystream(&self) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_paystream"));
         cmd.env("RUST_BACKTRACE", "1");
-        if self.lake == Lake::S3 {
-            cmd.envs(self.s3_env());
-        }
+        cmd.envs(self.s3_env());
         cmd
     }
 
-    fn s3_env(&self) -> Vec<(&'static str, String)> {
+    /// `paystream query --format csv` of `sql` over the scenario's lake, without the header.
+    pub fn query_rows(&self, sql: &str) -> String {
+        let mut cmd = self.paystream();
+        cmd.args(["query", "--lake", &self.lake_uri, "--format", "csv", sql]);
+        let out = Proc::spawn("query", cmd, self.dir())
+            .expect_success(Duration::from_secs(120))
+            .stdout;
+        out.lines().skip(1).collect::<Vec<_>>().join("\n")
+    }
+
+    /// `paystream generate --lake` of the first `count` events of `seed` (1% bad), with
+    /// `extra` arguments; returns what it said on stderr.
+    pub fn fill_lake(&self, count: u64, seed: u64, extra: &[&str]) -> String {
+        let mut cmd = self.paystream();
+        cmd.args(["generate", "--lake", &self.lake_uri])
+            .args(["--count", &count.to_string(), "--seed", &seed.to_string()])
+            .args(["--bad-ratio", "0.01"])
+            .args(extra);
+        Proc::spawn("generate-lake", cmd, self.dir())
+            .expect_success(Duration::from_secs(300))
+            .stderr
+    }
+
+    /// Topics, `events` generated with `seed`, the pipeline run to idle: a lake to work on.
+    /// Returns the pipeline file, for tests that run it again.
+    pub fn ingest(&self, topics: Topics, events: u64, seed: u64) -> PathBuf {
+        self.create_topics(topics);
+        self.generate(events, seed);
+        let config = self.write_config(&unique("group"));
+        self.run_to_idle(&config, events);
+        config
+    }
+
+    /// The S3 settings of an S3 scenario as `AWS_*` variables (none for a local lake), for
+    /// other clients of the same lake.
+    pub fn s3_env(&self) -> Vec<(&'static str, String)> {
+        if self.lake != Lake::S3 {
+            return Vec::new();
+        }
         vec![
             ("AWS_ENDPOINT_URL", self.services.s3_endpoint.clone()),
             ("AWS_ACCESS_KEY_ID", S3_KEY_ID.into()),
@@ -289,9 +325,7 @@ allow_http = true
         if let Some(out) = sums_out {
             cmd.arg("--sums-out").arg(out);
         }
-        if self.lake == Lake::S3 {
-            cmd.envs(self.s3_env());
-        }
+        cmd.envs(self.s3_env());
         let done =
             Proc::spawn("check_lake", cmd, self.dir()).expect_success(Duration::from_secs(300));
         eprint!("[{}] {}", self.id, done.stdout);
