@@ -87,7 +87,7 @@ impl LakeQuery {
             snapshot
                 .update_datafusion_session(&state)
                 .map_err(|e| table_error(name, e))?;
-            let provider = snapshot.table_provider().await?;
+            let provider = crate::scan::table_provider(&snapshot, &self.ctx).await?;
             self.ctx
                 .register_table(TableReference::bare(name), provider)?;
         }

@@ -3,9 +3,11 @@
 //! Layout:
 //! - [`LakeQuery`]: opens the tables and runs SQL.
 //! - [`distinct`]: a plan rewrite that makes `count(DISTINCT x)` beside plain aggregates fast.
+//! - [`view_eq`]: a plan rewrite that makes `string_column = 'constant'` fast.
 //! - [`asof`]: time travel, `"payments@v12"` or `"payments@2026-11-22T10:00:00Z"`.
 //! - [`format`]: renders results as a table, CSV or JSON.
 //! - [`export`]: streams a query's result to a file or an S3 object, atomically.
+//! - `scan`: whether a table's filters are evaluated inside the Parquet decoder.
 //! - [`schedule`]: the `[exports.<id>]` that run every period.
 //! - [`serve`]: the Postgres wire protocol endpoint (psql, Grafana, BI tools).
 //! - [`http`]: `POST /sql` answering JSON lines or Arrow IPC.
@@ -15,8 +17,10 @@ pub mod distinct;
 pub mod export;
 pub mod format;
 pub mod http;
+mod scan;
 pub mod schedule;
 pub mod serve;
+pub mod view_eq;
 
 use std::sync::Arc;
 
@@ -94,7 +98,8 @@ fn session(
     let mut builder = SessionStateBuilder::new()
         .with_config(config)
         .with_default_features()
-        .with_optimizer_rule(Arc::new(distinct::DistinctAsGroupBy));
+        .with_optimizer_rule(Arc::new(distinct::DistinctAsGroupBy))
+        .with_physical_optimizer_rule(Arc::new(view_eq::ViewEquality));
     if let Some(runtime) = runtime {
         builder = builder.with_runtime_env(runtime);
     }
@@ -182,7 +187,7 @@ impl LakeQuery {
                 table
                     .update_datafusion_session(&self.ctx.state())
                     .map_err(|e| table_error(name, e))?;
-                let provider = table.table_provider().await?;
+                let provider = scan::table_provider(table, &self.ctx).await?;
                 // A schema refuses a second table of the same name: the previous snapshot's
                 // provider goes first. Queries already planned keep the one they hold.
                 self.ctx.deregister_table(name.as_str())?;

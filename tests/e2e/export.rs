@@ -385,3 +385,44 @@ fn a_filter_on_event_date_reads_only_that_days_files() {
     ));
     assert_eq!(pruned, filtered);
 }
+
+/// `N total → M matched` of one pruning metric in an `EXPLAIN ANALYZE` text.
+fn pruned(plan: &str, metric: &str) -> (u64, u64) {
+    let at = plan
+        .find(&format!("{metric}="))
+        .unwrap_or_else(|| panic!("no {metric} in {plan}"));
+    let text = &plan[at + metric.len() + 1..];
+    let mut numbers = text
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<u64>().unwrap());
+    (numbers.next().unwrap(), numbers.next().unwrap())
+}
+
+#[test]
+fn a_lookup_by_id_reads_only_the_row_groups_whose_bloom_filter_may_hold_it() {
+    let s = Scenario::new("query-bloom", Lake::Local);
+    // Several days of event time, so several files and row groups.
+    s.fill_lake(6_000, 43, &["--rate", "0.05"]);
+    let id = s.query_rows("SELECT payment_id FROM payments ORDER BY event_time, event_id LIMIT 1");
+    let id = id.trim();
+    assert!(id.starts_with("pay_"), "{id:?}");
+    let lookup = format!(
+        "SELECT event_id, amount_minor FROM payments WHERE payment_id = '{id}' ORDER BY event_id"
+    );
+    let plan = s.query_rows(&format!("EXPLAIN ANALYZE {lookup}"));
+    let (total, matched) = pruned(&plan, "row_groups_pruned_bloom_filter");
+    assert!(total >= 2, "{plan}");
+    assert!(
+        matched >= 1 && matched < total,
+        "{matched} of {total}: {plan}"
+    );
+    // The same rows as through a filter no bloom filter can answer (the plain scan).
+    let rows = s.query_rows(&lookup);
+    assert!(!rows.is_empty());
+    let plain = s.query_rows(&format!(
+        "SELECT event_id, amount_minor FROM payments WHERE concat(payment_id, '') = '{id}' \
+         ORDER BY event_id"
+    ));
+    assert_eq!(rows, plain);
+}

@@ -16,7 +16,7 @@ mod table;
 
 pub use location::{storage_options, table_url, LakeLocation};
 pub use offsets::{app_id, PartitionKey};
-pub use table::{CommitOutcome, LakeTable};
+pub use table::{is_id_column, CommitOutcome, LakeTable};
 
 use std::collections::BTreeMap;
 use std::time::Instant;

@@ -75,15 +75,33 @@ const LOW_CARDINALITY: &[&str] = &[
     "scope_name",
 ];
 
+/// Rows per Parquet row group: the unit that statistics and bloom filters skip.
+const ROW_GROUP_ROWS: usize = 64 * 1024;
+
+/// False-positive rate of the id columns' bloom filters: a lookup reads about one row group in
+/// a hundred that does not hold the id.
+const ID_BLOOM_FPP: f64 = 0.01;
+
+/// Whether the string column `name` holds ids and so gets a bloom filter in the lake's files
+/// (readers use this to know which lookups the filters can answer).
+pub fn is_id_column(name: &str) -> bool {
+    name.ends_with("_id") && !LOW_CARDINALITY.contains(&name)
+}
+
 /// zstd Parquet with dictionary encoding only where values repeat: the Arrow dictionary
 /// columns of the schema (`dict` and `currency` in the mapping) and [`LOW_CARDINALITY`].
 /// Dictionary-encoding ids, amounts and JSON costs a hash lookup per value for nothing (the
 /// writer falls back to plain once the dictionary is full), and was the biggest single cost
 /// of the sink.
+///
+/// Id columns (plain strings named `…_id`) get a bloom filter per row group: ids are random,
+/// so min/max statistics never prune them, and a lookup by payment or trace id would read
+/// every row group of the table. parquet-rs sizes the filter for a full row group and folds
+/// it down to the values actually written, so a small file carries a small filter.
 fn writer_properties(schema: &Schema) -> WriterProperties {
     let mut builder = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
-        .set_max_row_group_row_count(Some(256 * 1024))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_dictionary_enabled(false);
     for f in schema.fields() {
         if matches!(f.data_type(), DataType::Dictionary(..))
@@ -91,6 +109,12 @@ fn writer_properties(schema: &Schema) -> WriterProperties {
         {
             builder =
                 builder.set_column_dictionary_enabled(ColumnPath::from(f.name().as_str()), true);
+        } else if f.data_type() == &DataType::Utf8 && is_id_column(f.name()) {
+            let path = ColumnPath::from(f.name().as_str());
+            builder = builder
+                .set_column_bloom_filter_enabled(path.clone(), true)
+                .set_column_bloom_filter_fpp(path.clone(), ID_BLOOM_FPP)
+                .set_column_bloom_filter_max_ndv(path, ROW_GROUP_ROWS as u64);
         }
     }
     builder.build()
@@ -380,5 +404,43 @@ impl LakeTable {
     pub fn discard(&mut self) {
         self.writer.reset();
         self.pending_rows = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_columns_get_bloom_filters_and_repeated_values_dictionaries() {
+        let schema = Schema::new(vec![
+            Field::new("payment_id", DataType::Utf8, false),
+            Field::new("merchant_id", DataType::Utf8, false),
+            Field::new("kafka_topic", DataType::Utf8, false),
+            Field::new(
+                "currency",
+                DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+                false,
+            ),
+            Field::new("amount_minor", DataType::Int64, false),
+            Field::new("extra", DataType::Utf8, true),
+        ]);
+        let props = writer_properties(&schema);
+        let path = |n: &str| ColumnPath::from(n);
+        for id in ["payment_id", "merchant_id"] {
+            let bloom = props.bloom_filter_properties(&path(id));
+            assert_eq!(bloom.map(|b| b.fpp()), Some(ID_BLOOM_FPP), "{id}");
+            assert!(!props.dictionary_enabled(&path(id)), "{id}");
+        }
+        for other in ["kafka_topic", "currency", "amount_minor", "extra"] {
+            assert!(
+                props.bloom_filter_properties(&path(other)).is_none(),
+                "{other}"
+            );
+        }
+        assert!(props.dictionary_enabled(&path("kafka_topic")));
+        assert!(props.dictionary_enabled(&path("currency")));
+        assert!(!props.dictionary_enabled(&path("extra")));
+        assert_eq!(props.max_row_group_row_count(), Some(ROW_GROUP_ROWS));
     }
 }
