@@ -85,7 +85,7 @@ const ID_BLOOM_FPP: f64 = 0.01;
 /// Whether the string column `name` holds ids and so gets a bloom filter in the lake's files
 /// (readers use this to know which lookups the filters can answer).
 pub fn is_id_column(name: &str) -> bool {
-    name.ends_with("_id") && !LOW_CARDINALITY.contains(&name)
+    name.ends_with("_id")
 }
 
 /// zstd Parquet with dictionary encoding only where values repeat: the Arrow dictionary
@@ -94,23 +94,26 @@ pub fn is_id_column(name: &str) -> bool {
 /// writer falls back to plain once the dictionary is full), and was the biggest single cost
 /// of the sink.
 ///
-/// Id columns (plain strings named `…_id`) get a bloom filter per row group: ids are random,
-/// so min/max statistics never prune them, and a lookup by payment or trace id would read
-/// every row group of the table. parquet-rs sizes the filter for a full row group and folds
-/// it down to the values actually written, so a small file carries a small filter.
+/// String columns named `…_id`, dictionary-encoded or not, get a bloom filter per row group:
+/// ids are random, so min/max statistics never prune them, and a lookup by payment or trace id
+/// would read every row group of the table. parquet-rs sizes the filter for a full row group
+/// and folds it down to the values actually written, so a small file carries a small filter.
 fn writer_properties(schema: &Schema) -> WriterProperties {
     let mut builder = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_dictionary_enabled(false);
     for f in schema.fields() {
-        if matches!(f.data_type(), DataType::Dictionary(..))
-            || LOW_CARDINALITY.contains(&f.name().as_str())
-        {
-            builder =
-                builder.set_column_dictionary_enabled(ColumnPath::from(f.name().as_str()), true);
-        } else if f.data_type() == &DataType::Utf8 && is_id_column(f.name()) {
-            let path = ColumnPath::from(f.name().as_str());
+        let name = f.name().as_str();
+        let path = ColumnPath::from(name);
+        let stored = match f.data_type() {
+            DataType::Dictionary(_, values) => values.as_ref(),
+            other => other,
+        };
+        if stored != f.data_type() || LOW_CARDINALITY.contains(&name) {
+            builder = builder.set_column_dictionary_enabled(path.clone(), true);
+        }
+        if stored == &DataType::Utf8 && is_id_column(name) {
             builder = builder
                 .set_column_bloom_filter_enabled(path.clone(), true)
                 .set_column_bloom_filter_fpp(path.clone(), ID_BLOOM_FPP)
@@ -416,6 +419,11 @@ mod tests {
         let schema = Schema::new(vec![
             Field::new("payment_id", DataType::Utf8, false),
             Field::new("merchant_id", DataType::Utf8, false),
+            Field::new(
+                "store_id",
+                DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+                true,
+            ),
             Field::new("kafka_topic", DataType::Utf8, false),
             Field::new(
                 "currency",
@@ -438,6 +446,10 @@ mod tests {
                 "{other}"
             );
         }
+        // A dictionary column of ids keeps both.
+        let store = props.bloom_filter_properties(&path("store_id"));
+        assert_eq!(store.map(|b| b.fpp()), Some(ID_BLOOM_FPP));
+        assert!(props.dictionary_enabled(&path("store_id")));
         assert!(props.dictionary_enabled(&path("kafka_topic")));
         assert!(props.dictionary_enabled(&path("currency")));
         assert!(!props.dictionary_enabled(&path("extra")));
