@@ -3,19 +3,21 @@
 //! Layout:
 //! - [`sql`]: a per-batch SQL transform; the batch is visible as a table named after the
 //!   transform's input.
-//!
-//! `paystream run` does not wire transforms into the lake path yet (windowed aggregations and
-//! their wiring are the metrics work); the transform is usable and tested on its own.
+//! - [`window`]: windowed aggregations on event time, with mergeable state, watermarks and
+//!   allowed lateness.
 
 pub mod sql;
+pub mod window;
 
 /// Errors of the transforms crate.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("sql transform: {0}")]
     Sql(#[from] datafusion::error::DataFusionError),
-    #[error("sql transform: {0}")]
+    #[error("{0}")]
     Invalid(String),
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
 }
 
 /// Result of the transforms crate.

@@ -1,5 +1,6 @@
 //! `[sources.*]`, `[transforms.*]` and `[sinks.*]`: dispatch on each component's `type`,
-//! the `sql` transform, and the `inputs` list shared by transforms and sinks.
+//! the `sql` transform, and the `inputs` list shared by transforms and sinks. The `window`
+//! transform has a module of its own ([`super::window`]).
 //!
 //! Adding a component type means: a variant in [`super::model`], a parse function, and a
 //! line in the `*_TYPES` table below (which also feeds the "known types" messages).
@@ -13,10 +14,10 @@ use super::graph::{Component, Kind};
 use super::model::*;
 use super::reader::{join_key, to_text, Cx, Node, Val};
 use super::suggest::did_you_mean;
-use super::{delta, kafka, otlp};
+use super::{delta, kafka, otlp, window};
 
 const SOURCE_TYPES: &[&str] = &["kafka", "otlp"];
-const TRANSFORM_TYPES: &[&str] = &["sql"];
+const TRANSFORM_TYPES: &[&str] = &["sql", "window"];
 const SINK_TYPES: &[&str] = &["delta"];
 
 impl Kind {
@@ -170,6 +171,13 @@ fn component(
                     name,
                     TransformConfig::Sql(SqlTransformConfig { inputs, sql }),
                 );
+            }
+            entry.inputs = inputs.list;
+        }
+        (Kind::Transform, "window") => {
+            let (config, inputs) = window::parse(cx, &name, node);
+            if let Some(c) = config {
+                out.transforms.insert(name, TransformConfig::Window(c));
             }
             entry.inputs = inputs.list;
         }

@@ -33,6 +33,7 @@ mod secret;
 mod suggest;
 mod telemetry;
 mod units;
+mod window;
 
 pub use model::*;
 pub use otlp::{

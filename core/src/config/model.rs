@@ -27,6 +27,14 @@ pub const DEFAULT_TARGET_FILE_SIZE: u64 = 128 << 20;
 pub const DEFAULT_MAX_LATENCY: Duration = Duration::from_secs(2);
 /// Default buffered bytes above which the source pauses.
 pub const DEFAULT_MAX_BUFFER_BYTES: u64 = 256 << 20;
+/// Default event-time column of a window transform.
+pub const DEFAULT_WINDOW_TIME_COLUMN: &str = "event_time";
+/// Default lateness a window transform still accepts after a window has closed.
+pub const DEFAULT_ALLOWED_LATENESS: Duration = Duration::from_secs(5);
+/// Default period between early (partial) results of an open window.
+pub const DEFAULT_EMIT_EVERY: Duration = Duration::from_secs(1);
+/// Default cap on the Prometheus series one window transform exports per metric.
+pub const DEFAULT_MAX_SERIES: usize = 10_000;
 
 /// A whole `pipelines.toml`, validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -245,6 +253,8 @@ impl StartFrom {
 pub enum TransformConfig {
     /// `type = "sql"`.
     Sql(SqlTransformConfig),
+    /// `type = "window"`.
+    Window(WindowTransformConfig),
 }
 
 impl TransformConfig {
@@ -252,6 +262,7 @@ impl TransformConfig {
     pub fn inputs(&self) -> &[String] {
         match self {
             TransformConfig::Sql(c) => &c.inputs,
+            TransformConfig::Window(c) => &c.inputs,
         }
     }
 }
@@ -263,6 +274,71 @@ pub struct SqlTransformConfig {
     pub inputs: Vec<String>,
     /// The query; non-empty. Checked by the SQL engine when the pipeline is built.
     pub sql: String,
+}
+
+/// `type = "window"`: a SQL aggregation over event-time windows of one input, whose results
+/// go to a Delta table of their own and, unless turned off, to `/metrics`.
+///
+/// ```toml
+/// [transforms.payments_per_minute]
+/// type = "window"
+/// inputs = ["kafka"]
+/// sql = "SELECT currency, count(*) AS payments FROM payments GROUP BY currency"
+/// window = "tumbling"
+/// size = "1m"
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowTransformConfig {
+    /// `inputs`: the id of the one source or transform it reads (exactly one).
+    pub inputs: Vec<String>,
+    /// `sql`: the aggregation run over the rows of each window; non-empty. Checked by the SQL
+    /// engine when the pipeline is built.
+    pub sql: String,
+    /// `window` (`"tumbling"`, `"hopping"` or its alias `"sliding"`, `"session"`) with its
+    /// `size`, `slide` or `gap`.
+    pub window: WindowKind,
+    /// `time_column`: the event-time column windows are cut on; default `"event_time"`
+    /// (also for an empty string, as for every optional key); never blank.
+    pub time_column: String,
+    /// `allowed_lateness`: how long after a window's end its rows are still accepted; default
+    /// 5s, `"0s"` allowed.
+    pub allowed_lateness: Duration,
+    /// `emit_every`: how often an open window's partial result is emitted; default 1s, at
+    /// least 10ms. `None` (`"off"`): only final results, once a window closes.
+    pub emit_every: Option<Duration>,
+    /// `max_series`: a cap on the Prometheus series exported per metric; default 10000, at
+    /// least 1.
+    pub max_series: usize,
+    /// `metrics`: export the results on `/metrics`; default `true`.
+    pub metrics: bool,
+    /// `table`: the Delta table the results go to; default the transform id. Matches
+    /// `[a-z_][a-z0-9_]*` and is not a built-in table (`payments`, `orders`, `refunds`,
+    /// `dlq`, `late_events`, `spans`).
+    pub table: String,
+}
+
+/// The kind of window of a window transform, with its lengths (each greater than zero).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowKind {
+    /// `window = "tumbling"`: back-to-back windows of `size`; each row is in exactly one.
+    Tumbling {
+        /// `size`: the length of each window.
+        size: Duration,
+    },
+    /// `window = "hopping"` (or `"sliding"`): windows of `size` starting every `slide`, so each
+    /// row is in `size / slide` windows. `slide` is at most `size` and divides it exactly.
+    Hopping {
+        /// `size`: the length of each window.
+        size: Duration,
+        /// `slide`: the time between the starts of two windows.
+        slide: Duration,
+    },
+    /// `window = "session"`: a window that grows while rows keep coming and closes once `gap`
+    /// passes without one.
+    Session {
+        /// `gap`: the idle time that ends a session.
+        gap: Duration,
+    },
 }
 
 /// A sink, by its `type`.

@@ -1,0 +1,425 @@
+//! Windowed aggregations on event time: tumbling and hopping windows whose aggregation is
+//! written in SQL.
+//!
+//! [`WindowTransform`] is fed the rows of its input table as they are committed, assigns each
+//! row to its window(s) by event time, and folds it into mergeable per-group state
+//! ([`state`]). The caller drives time: [`WindowTransform::advance`] closes the windows that
+//! the watermark ([`watermark`]) has passed by more than the allowed lateness and returns their
+//! final results; [`WindowTransform::snapshot`] returns the current values of the open ones (the
+//! early results). A row whose windows are all closed already is handed back as late instead of
+//! being counted.
+//!
+//! Results are exact whatever the batch boundaries and the order of rows within the
+//! lateness, because only DataFusion's accumulator states are kept and merging them is exact.
+
+mod plan;
+mod state;
+pub mod watermark;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, RecordBatch, TimestampMicrosecondArray, UInt32Array,
+};
+use arrow::compute::{cast, take};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType};
+
+use plan::Planned;
+pub use plan::{window_time_type, WINDOW_END, WINDOW_START};
+use state::{GroupState, StateRows};
+
+use crate::{Error, Result};
+
+/// How events are grouped in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowKind {
+    /// Back-to-back windows of `size`.
+    Tumbling { size: Duration },
+    /// Windows of `size` starting every `slide`; an event is in `size / slide` of them.
+    Hopping { size: Duration, slide: Duration },
+}
+
+impl WindowKind {
+    fn size_us(self) -> i64 {
+        let size = match self {
+            WindowKind::Tumbling { size } | WindowKind::Hopping { size, .. } => size,
+        };
+        micros(size)
+    }
+
+    fn slide_us(self) -> i64 {
+        match self {
+            WindowKind::Tumbling { size } => micros(size),
+            WindowKind::Hopping { slide, .. } => micros(slide),
+        }
+    }
+}
+
+fn micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX).max(1)
+}
+
+/// What a window transform needs besides its SQL.
+#[derive(Debug, Clone)]
+pub struct WindowOptions {
+    pub kind: WindowKind,
+    /// The input column holding event time (a timestamp).
+    pub time_column: String,
+    /// How long after the watermark passes a window's end it still takes late events.
+    pub allowed_lateness: Duration,
+}
+
+/// Results of one or more windows, with [`WINDOW_START`] and [`WINDOW_END`] first.
+#[derive(Debug, Clone)]
+pub struct WindowResults {
+    /// True for the results of windows that just closed (they will not change again).
+    pub final_results: bool,
+    pub batches: Vec<RecordBatch>,
+}
+
+/// Rows that arrived after all their windows had closed.
+#[derive(Debug, Clone)]
+pub struct LateRows {
+    /// The rows, as they were given to [`WindowTransform::push`].
+    pub rows: RecordBatch,
+    /// Every window ending at or before this (µs) was closed when they arrived.
+    pub closed_until: i64,
+}
+
+/// One windowed aggregation.
+pub struct WindowTransform {
+    planned: Planned,
+    options: WindowOptions,
+    state: GroupState,
+    /// Windows ending at or before this time (µs) are closed: their results are final.
+    closed_until: i64,
+    output_schema: SchemaRef,
+}
+
+impl WindowTransform {
+    /// Plan `sql` over the `tables` it may read (name and schema; it must read one).
+    pub async fn try_new(
+        tables: &[(String, SchemaRef)],
+        sql: &str,
+        options: WindowOptions,
+    ) -> Result<Self> {
+        let planned = Planned::try_new(tables, sql).await?;
+        let input = planned.input_schema.clone();
+        match input.field_with_name(&options.time_column) {
+            Ok(f) if matches!(f.data_type(), DataType::Timestamp(_, _)) => {}
+            Ok(f) => {
+                return Err(Error::Invalid(format!(
+                    "time column {} of table {} is a {}, not a timestamp",
+                    options.time_column,
+                    planned.table,
+                    f.data_type()
+                )))
+            }
+            Err(_) => {
+                return Err(Error::Invalid(format!(
+                    "table {} has no time column {}",
+                    planned.table, options.time_column
+                )))
+            }
+        }
+        if let WindowKind::Hopping { size, slide } = options.kind {
+            if slide.is_zero() || slide > size || micros(size) % micros(slide) != 0 {
+                return Err(Error::Invalid(format!(
+                    "a hopping window's size ({size:?}) must be a whole multiple of its slide \
+                     ({slide:?})"
+                )));
+            }
+        }
+        let output_schema = output_schema(&planned.post_schema())?;
+        let state = GroupState::new(planned.group_schema.clone(), planned.aggs.clone())?;
+        Ok(Self {
+            planned,
+            options,
+            state,
+            closed_until: i64::MIN,
+            output_schema,
+        })
+    }
+
+    /// The table the SQL reads.
+    pub fn input_table(&self) -> &str {
+        &self.planned.table
+    }
+
+    /// The results' schema: [`WINDOW_START`], [`WINDOW_END`], then the SQL's columns.
+    pub fn output_schema(&self) -> SchemaRef {
+        self.output_schema.clone()
+    }
+
+    /// Windows ending at or before this (µs) are closed.
+    pub fn closed_until(&self) -> i64 {
+        self.closed_until
+    }
+
+    /// Treat windows ending at or before `until` (µs) as closed already, e.g. because their
+    /// final results were written before a restart.
+    pub fn set_closed_until(&mut self, until: i64) {
+        self.closed_until = self.closed_until.max(until);
+    }
+
+    /// Groups held over all open windows.
+    pub fn groups(&self) -> usize {
+        self.state.len()
+    }
+
+    /// Bytes of aggregation state held.
+    pub fn state_bytes(&self) -> usize {
+        self.state.size()
+    }
+
+    /// Fold `batch` (rows of the input table) into its windows. Rows whose windows are all
+    /// closed, or that have no event time, are returned instead.
+    pub async fn push(&mut self, batch: &RecordBatch) -> Result<Option<LateRows>> {
+        if batch.num_rows() == 0 {
+            return Ok(None);
+        }
+        let times = self.times(batch)?;
+        let (size, slide) = (self.options.kind.size_us(), self.options.kind.slide_us());
+        let mut rows: Vec<u32> = Vec::with_capacity(batch.num_rows());
+        let mut starts: Vec<i64> = Vec::with_capacity(batch.num_rows());
+        let mut late: Vec<u32> = Vec::new();
+        for (i, t) in times.iter().enumerate() {
+            let row = u32::try_from(i).map_err(|_| Error::Invalid("batch too large".into()))?;
+            let Some(t) = t else {
+                late.push(row);
+                continue;
+            };
+            let last = t.div_euclid(slide) * slide;
+            let mut start = last - size + slide;
+            let mut any = false;
+            while start <= last {
+                if start.saturating_add(size) > self.closed_until {
+                    rows.push(row);
+                    starts.push(start);
+                    any = true;
+                }
+                start += slide;
+            }
+            if !any {
+                late.push(row);
+            }
+        }
+        if !rows.is_empty() {
+            let expanded = if rows.len() == batch.num_rows() && size == slide {
+                append_window(batch, starts, &self.planned.input_schema)?
+            } else {
+                let idx = UInt32Array::from(rows);
+                let columns = batch
+                    .columns()
+                    .iter()
+                    .map(|c| take(c.as_ref(), &idx, None))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let taken = RecordBatch::try_new(batch.schema(), columns)?;
+                append_window(&taken, starts, &self.planned.input_schema)?
+            };
+            for pre in self.planned.run_pre(expanded).await? {
+                self.fold(&pre)?;
+            }
+        }
+        if late.is_empty() {
+            return Ok(None);
+        }
+        let idx = UInt32Array::from(late);
+        let columns = batch
+            .columns()
+            .iter()
+            .map(|c| take(c.as_ref(), &idx, None))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(LateRows {
+            rows: RecordBatch::try_new(batch.schema(), columns)?,
+            closed_until: self.closed_until,
+        }))
+    }
+
+    /// Event times of `batch` in µs.
+    fn times(
+        &self,
+        batch: &RecordBatch,
+    ) -> Result<arrow::array::PrimitiveArray<TimestampMicrosecondType>> {
+        let col = batch
+            .column_by_name(&self.options.time_column)
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "batch has no time column {}",
+                    self.options.time_column
+                ))
+            })?;
+        let col = cast(col, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
+        Ok(col.as_primitive::<TimestampMicrosecondType>().clone())
+    }
+
+    /// Evaluate the group keys, arguments and filters over one batch of the pre-aggregation
+    /// output and fold it into the state.
+    fn fold(&mut self, pre: &RecordBatch) -> Result<()> {
+        if pre.num_rows() == 0 {
+            return Ok(());
+        }
+        let n = pre.num_rows();
+        let keys = self
+            .planned
+            .group_exprs
+            .iter()
+            .map(|e| e.evaluate(pre)?.into_array(n))
+            .collect::<datafusion::common::Result<Vec<_>>>()?;
+        let args = self
+            .planned
+            .aggs
+            .iter()
+            .map(|a| {
+                a.expressions()
+                    .iter()
+                    .map(|e| e.evaluate(pre)?.into_array(n))
+                    .collect::<datafusion::common::Result<Vec<_>>>()
+            })
+            .collect::<datafusion::common::Result<Vec<_>>>()?;
+        let filters = self
+            .planned
+            .filters
+            .iter()
+            .map(|f| match f {
+                None => Ok(None),
+                Some(f) => {
+                    let mask = f.evaluate(pre)?.into_array(n)?;
+                    Ok(Some(mask.as_boolean().clone()))
+                }
+            })
+            .collect::<datafusion::common::Result<Vec<_>>>()?;
+        self.state.update(&keys, &args, &filters)
+    }
+
+    /// Close every window whose end plus the allowed lateness is at or before `watermark`
+    /// (µs) and return their final results; `None` when none closed.
+    pub async fn advance(&mut self, watermark: i64) -> Result<Option<WindowResults>> {
+        let lateness = i64::try_from(self.options.allowed_lateness.as_micros()).unwrap_or(i64::MAX);
+        let until = watermark.saturating_sub(lateness);
+        if until <= self.closed_until {
+            return Ok(None);
+        }
+        self.closed_until = until;
+        let rows = self.state.take()?;
+        if rows.len() == 0 {
+            return Ok(None);
+        }
+        let size = self.options.kind.size_us();
+        let starts = rows.window_starts()?;
+        let closing: BooleanArray = starts
+            .iter()
+            .map(|s| s.map(|s| s.saturating_add(size) <= until))
+            .collect();
+        let open = arrow::compute::not(&closing)?;
+        self.state.merge(&rows.filter(&open)?)?;
+        let closed = rows.filter(&closing)?;
+        if closed.len() == 0 {
+            return Ok(None);
+        }
+        Ok(Some(WindowResults {
+            final_results: true,
+            batches: self.results(&closed).await?,
+        }))
+    }
+
+    /// The current results of every open window (early results); empty when none is open.
+    pub async fn snapshot(&mut self) -> Result<WindowResults> {
+        let rows = self.state.take()?;
+        self.state.merge(&rows)?;
+        Ok(WindowResults {
+            final_results: false,
+            batches: self.results(&rows).await?,
+        })
+    }
+
+    /// Final values of `rows`, run through the SQL above the aggregation window by window
+    /// (so that `ORDER BY … LIMIT` and `HAVING` apply per window).
+    async fn results(&self, rows: &StateRows) -> Result<Vec<RecordBatch>> {
+        if rows.len() == 0 {
+            return Ok(Vec::new());
+        }
+        let columns = self.state.evaluate(rows)?;
+        let groups = RecordBatch::try_new(self.planned.agg_schema.clone(), columns)?;
+        let starts = groups
+            .column(0)
+            .as_primitive::<TimestampMicrosecondType>()
+            .clone();
+        let mut distinct: Vec<i64> = starts.iter().flatten().collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let mut out = Vec::new();
+        for start in distinct {
+            let mask: BooleanArray = starts.iter().map(|s| Some(s == Some(start))).collect();
+            let one = arrow::compute::filter_record_batch(&groups, &mask)?;
+            for b in self.planned.run_post(one).await? {
+                if b.num_rows() > 0 {
+                    out.push(self.finish(&b)?);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Put [`WINDOW_START`] first and [`WINDOW_END`] after it.
+    fn finish(&self, batch: &RecordBatch) -> Result<RecordBatch> {
+        let schema = batch.schema();
+        let at = schema.index_of(WINDOW_START)?;
+        let start = cast(batch.column(at), &window_time_type())?;
+        let size = self.options.kind.size_us();
+        let end: TimestampMicrosecondArray = start
+            .as_primitive::<TimestampMicrosecondType>()
+            .iter()
+            .map(|s| s.map(|s| s.saturating_add(size)))
+            .collect::<TimestampMicrosecondArray>()
+            .with_timezone("UTC");
+        let mut columns: Vec<ArrayRef> = vec![start, Arc::new(end)];
+        for (i, c) in batch.columns().iter().enumerate() {
+            if i != at {
+                columns.push(c.clone());
+            }
+        }
+        Ok(RecordBatch::try_new(self.output_schema.clone(), columns)?)
+    }
+}
+
+/// `post` (the SQL's own output, with [`WINDOW_START`] somewhere) reordered as the results are.
+fn output_schema(post: &Schema) -> Result<SchemaRef> {
+    let at = post.index_of(WINDOW_START)?;
+    let mut fields = vec![
+        Field::new(WINDOW_START, window_time_type(), false),
+        Field::new(WINDOW_END, window_time_type(), false),
+    ];
+    for (i, f) in post.fields().iter().enumerate() {
+        if i != at {
+            if f.name() == WINDOW_END {
+                return Err(Error::Invalid(format!(
+                    "the window's SQL must not produce a column named {WINDOW_END}; it is added"
+                )));
+            }
+            fields.push(f.as_ref().clone());
+        }
+    }
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+/// `batch` with the window-start column appended, as `schema` (the input schema plus it).
+fn append_window(batch: &RecordBatch, starts: Vec<i64>, schema: &SchemaRef) -> Result<RecordBatch> {
+    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+    columns.push(Arc::new(
+        TimestampMicrosecondArray::from(starts).with_timezone("UTC"),
+    ));
+    let conformed = columns
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| {
+            if c.data_type() == f.data_type() {
+                Ok(c.clone())
+            } else {
+                cast(c, f.data_type())
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(schema.clone(), conformed)?)
+}

@@ -1,0 +1,133 @@
+//! Property tests of windows: however events are split into batches, and however they are
+//! reordered within the allowed lateness, the final results equal those of one batch in time
+//! order; and those equal DataFusion's plain GROUP BY over `date_bin` of the same events.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::Ev;
+use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
+use paystream_transforms::window::WindowKind;
+use proptest::prelude::*;
+
+const LATENESS_S: i64 = 30;
+const SQL: &str = "SELECT currency, merchant_id, count(*) AS n, sum(amount_minor) AS total, \
+     min(amount_minor) AS lo, max(amount_minor) AS hi, \
+     count(*) FILTER (WHERE event_type = 'PaymentRejected') AS rejected, \
+     count(DISTINCT rejection_reason) AS reasons \
+     FROM payments GROUP BY currency, merchant_id";
+
+fn event() -> impl Strategy<Value = Ev> {
+    (
+        0i64..600,
+        prop_oneof![Just("PaymentAuthorized"), Just("PaymentRejected")],
+        prop_oneof![Just("m1"), Just("m2"), Just("m3")],
+        prop_oneof![Just("EUR"), Just("USD")],
+        0i64..1_000_000,
+        prop_oneof![
+            Just(None),
+            Just(Some("fraud_suspected")),
+            Just(Some("do_not_honor"))
+        ],
+        0i32..3,
+    )
+        .prop_map(|(secs, t, m, c, amount, reason, partition)| Ev {
+            secs,
+            event_type: t.into(),
+            merchant: m.into(),
+            currency: c.into(),
+            amount,
+            reason: reason.map(Into::into),
+            partition,
+        })
+}
+
+/// Events in time order, then shuffled so that no event arrives after one more than the
+/// lateness younger (sort by time plus a jitter below the lateness), then cut into batches.
+fn arrivals() -> impl Strategy<Value = (Vec<Ev>, Vec<Vec<Ev>>)> {
+    prop::collection::vec((event(), 0..LATENESS_S, 0u8..8), 1..200).prop_map(|items| {
+        let mut sorted: Vec<Ev> = items.iter().map(|(e, _, _)| e.clone()).collect();
+        sorted.sort_by_key(|e| e.secs);
+        let mut shuffled: Vec<(i64, Ev, u8)> = items
+            .into_iter()
+            .map(|(e, jitter, cut)| (e.secs + jitter, e, cut))
+            .collect();
+        shuffled.sort_by_key(|(k, _, _)| *k);
+        let mut batches = vec![Vec::new()];
+        for (_, e, cut) in shuffled {
+            batches.last_mut().unwrap().push(e);
+            if cut == 0 {
+                batches.push(Vec::new());
+            }
+        }
+        (sorted, batches)
+    })
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn oracle(events: &[Ev]) -> Vec<String> {
+    let ctx = SessionContext::new();
+    let table = MemTable::try_new(common::schema(), vec![vec![common::batch(events)]]).unwrap();
+    ctx.register_table("payments", Arc::new(table)).unwrap();
+    let sql = "SELECT date_bin(INTERVAL '60 seconds', event_time, TIMESTAMP '1970-01-01T00:00:00Z') AS window_start, \
+               date_bin(INTERVAL '60 seconds', event_time, TIMESTAMP '1970-01-01T00:00:00Z') + INTERVAL '60 seconds' AS window_end, \
+               currency, merchant_id, count(*) AS n, sum(amount_minor) AS total, \
+               min(amount_minor) AS lo, max(amount_minor) AS hi, \
+               count(*) FILTER (WHERE event_type = 'PaymentRejected') AS rejected, \
+               count(DISTINCT rejection_reason) AS reasons \
+               FROM payments GROUP BY 1, 2, 3, 4";
+    let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+    common::csv_lines(&batches)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
+
+    #[test]
+    fn results_do_not_depend_on_batches_or_order_within_lateness((sorted, batches) in arrivals()) {
+        let rt = runtime();
+        let kind = WindowKind::Tumbling { size: Duration::from_secs(60) };
+        let lateness = Duration::from_secs(LATENESS_S as u64);
+        let (reference, late_ref) = rt.block_on(async {
+            let mut w = common::transform(SQL, kind, lateness).await;
+            common::run(&mut w, &[sorted.clone()]).await
+        });
+        let (shuffled, late) = rt.block_on(async {
+            let mut w = common::transform(SQL, kind, lateness).await;
+            common::run(&mut w, &batches).await
+        });
+        prop_assert_eq!(late_ref, 0);
+        prop_assert_eq!(late, 0);
+        prop_assert_eq!(&shuffled, &reference);
+        let expected = rt.block_on(oracle(&sorted));
+        prop_assert_eq!(&reference, &expected);
+    }
+
+    #[test]
+    fn hopping_windows_split_anyhow_match_one_batch((sorted, batches) in arrivals()) {
+        let rt = runtime();
+        let kind = WindowKind::Hopping { size: Duration::from_secs(60), slide: Duration::from_secs(15) };
+        let lateness = Duration::from_secs(LATENESS_S as u64);
+        let (reference, _) = rt.block_on(async {
+            let mut w = common::transform(SQL, kind, lateness).await;
+            common::run(&mut w, &[sorted.clone()]).await
+        });
+        let (shuffled, late) = rt.block_on(async {
+            let mut w = common::transform(SQL, kind, lateness).await;
+            common::run(&mut w, &batches).await
+        });
+        prop_assert_eq!(late, 0);
+        prop_assert_eq!(shuffled, reference);
+    }
+}
