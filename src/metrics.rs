@@ -51,6 +51,11 @@ pub struct TableLabels {
     pub table: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransformLabels {
+    pub transform: String,
+}
+
 /// Latency buckets from 1 ms to about 65 s.
 fn latency_buckets() -> impl Iterator<Item = f64> {
     prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 17)
@@ -76,6 +81,13 @@ pub struct PipelineMetrics {
     pub commit_seconds: Histogram,
     pub kafka_to_commit_seconds: Histogram,
     pub last_commit_seconds: Gauge<f64, AtomicU64>,
+    pub late_events: Family<TransformLabels, Counter>,
+    pub window_series_dropped: Family<TransformLabels, Gauge>,
+    pub watermark_delay_seconds: Gauge<f64, AtomicU64>,
+    pub event_to_metric_seconds: Histogram,
+    /// The window transforms' result gauges, rendered by [`crate::pipeline`] at each emission
+    /// (their label sets change with every window, so they are replaced whole).
+    window_text: std::sync::Mutex<String>,
     ready: AtomicBool,
     /// The partitions the lag gauge reports, to remove those that went away.
     lag_partitions: std::sync::Mutex<Vec<PartitionLabels>>,
@@ -98,6 +110,11 @@ impl PipelineMetrics {
             commit_seconds: histogram(),
             kafka_to_commit_seconds: histogram(),
             last_commit_seconds: Gauge::default(),
+            late_events: Family::default(),
+            window_series_dropped: Family::default(),
+            watermark_delay_seconds: Gauge::default(),
+            event_to_metric_seconds: histogram(),
+            window_text: std::sync::Mutex::new(String::new()),
             ready: AtomicBool::new(false),
             lag_partitions: std::sync::Mutex::new(Vec::new()),
             registry: Registry::default(),
@@ -163,6 +180,26 @@ impl PipelineMetrics {
             "Unix time of the last commit to the lake (a stalled pipeline stops moving it)",
             m.last_commit_seconds.clone(),
         );
+        registry.register(
+            "late_events",
+            "Events that reached a window transform after all their windows had closed (they are in the late_events table)",
+            m.late_events.clone(),
+        );
+        registry.register(
+            "window_series_dropped",
+            "Result series of a window transform left off /metrics at the last emission, over its max_series",
+            m.window_series_dropped.clone(),
+        );
+        registry.register(
+            "watermark_delay_seconds",
+            "How far the event-time watermark of the window transforms is behind the wall clock",
+            m.watermark_delay_seconds.clone(),
+        );
+        registry.register(
+            "event_to_metric_seconds",
+            "Freshness: from an event's time to the window result that counts it being published on /metrics",
+            m.event_to_metric_seconds.clone(),
+        );
         Arc::new(Self { registry, ..m })
     }
 
@@ -197,7 +234,28 @@ impl PipelineMetrics {
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = encode(&mut out, &self.registry);
+        let windows = self
+            .window_text
+            .lock()
+            .map(|t| t.clone())
+            .unwrap_or_else(|p| p.into_inner().clone());
+        if !windows.is_empty() {
+            // OpenMetrics ends with `# EOF`; the window families go before it.
+            if let Some(body) = out.strip_suffix("# EOF\n") {
+                out = format!("{body}{windows}# EOF\n");
+            } else {
+                out.push_str(&windows);
+            }
+        }
         out
+    }
+
+    /// Replace the window transforms' result families (OpenMetrics text, without `# EOF`).
+    pub fn set_window_text(&self, text: String) {
+        match self.window_text.lock() {
+            Ok(mut t) => *t = text,
+            Err(p) => *p.into_inner() = text,
+        }
     }
 }
 

@@ -237,6 +237,29 @@ pub fn spans_schema() -> SchemaRef {
     ]))
 }
 
+/// The table of events that reached a window transform after their windows had closed.
+pub const LATE_EVENTS_TABLE: &str = "late_events";
+
+/// The Arrow schema of the `late_events` table: one row per late event and window transform,
+/// pointing at the event (which is in its own table as usual) and saying how late it was.
+pub fn late_events_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("transform", DataType::Utf8, false),
+        Field::new("source_table", DataType::Utf8, false),
+        Field::new("event_id", DataType::Utf8, true),
+        Field::new("event_type", DataType::Utf8, true),
+        Field::new("event_time", ts(), true),
+        // Windows ending at or before this were closed when the event arrived.
+        Field::new("closed_until", ts(), false),
+        Field::new("kafka_topic", DataType::Utf8, false),
+        Field::new("kafka_partition", DataType::Int32, false),
+        Field::new("kafka_offset", DataType::Int64, false),
+        Field::new("kafka_timestamp", ts(), true),
+        Field::new("received_at", ts(), false),
+        Field::new("event_date", DataType::Date32, false),
+    ]))
+}
+
 /// The Arrow schema of the `dlq` table.
 pub fn dlq_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![

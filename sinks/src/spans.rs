@@ -140,7 +140,7 @@ impl SpanSink {
         } else {
             filter_record_batch(&batch, &keep)?
         };
-        let rows = self.table.write(batch, &[]).await?;
+        let rows = self.table.write(batch, &[]).await?.num_rows() as u64;
         self.pending.extend(kept);
         self.first_pending_at.get_or_insert_with(Instant::now);
         Ok(rows)

@@ -17,6 +17,7 @@ use tokio::sync::mpsc::Receiver;
 use tracing::field::Empty;
 use tracing::{info, warn, Instrument as _, Span};
 
+use super::windows::Windows;
 use super::Totals;
 use crate::metrics::{KindLabels, PartitionLabels, PipelineMetrics, TableLabels};
 
@@ -34,6 +35,8 @@ pub(super) struct SinkLoop {
     pub(super) pending_starts: Vec<Instant>,
     /// Kafka timestamps (ms) of the rows written since the last commit, for freshness.
     pub(super) pending_kafka_ms: Vec<i64>,
+    /// The window transforms, if the pipeline declares any.
+    pub(super) windows: Option<Windows>,
 }
 
 fn keys(partitions: &[(String, i32)]) -> Vec<PartitionKey> {
@@ -46,15 +49,17 @@ fn keys(partitions: &[(String, i32)]) -> Vec<PartitionKey> {
 impl SinkLoop {
     pub(super) async fn run(mut self, mut rx: Receiver<SourceEvent>) -> Result<Totals> {
         loop {
-            let deadline = self
-                .lake
-                .pending_since()
-                .map(|t| tokio::time::Instant::from_std(t + self.max_latency));
-            let event = match deadline {
+            let commit_at = self.lake.pending_since().map(|t| t + self.max_latency);
+            let emit_at = self.windows.as_ref().and_then(Windows::next_emit);
+            let wake = match (commit_at, emit_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let event = match wake {
                 Some(d) => tokio::select! {
                     ev = rx.recv() => ev,
-                    _ = tokio::time::sleep_until(d) => {
-                        self.commit().await?;
+                    _ = tokio::time::sleep_until(tokio::time::Instant::from_std(d)) => {
+                        self.on_timer().await?;
                         continue;
                     }
                 },
@@ -88,7 +93,12 @@ impl SinkLoop {
                         failed(&write, e);
                         failed(&b.span, e);
                     }
-                    written?;
+                    let accepted = written?;
+                    if let Some(w) = &mut self.windows {
+                        w.push(&accepted, &ranges)
+                            .await
+                            .context("feeding the window transforms")?;
+                    }
                     drop(write);
                     if !b.span.is_disabled() {
                         self.pending_spans.push(b.span);
@@ -102,6 +112,12 @@ impl SinkLoop {
                     }
                 }
                 Some(SourceEvent::Resume { partitions, reply }) => {
+                    if let Some(w) = &mut self.windows {
+                        if let Err(e) = w.resume(&keys(&partitions)).await {
+                            let _ = reply.send(Err(e.to_string()));
+                            return Err(e);
+                        }
+                    }
                     let res = self.lake.resume(&keys(&partitions)).await;
                     let answer = res
                         .map(|m| {
@@ -119,6 +135,9 @@ impl SinkLoop {
                     let res = self.commit().await;
                     let _ = reply.send(res.as_ref().map(|_| ()).map_err(|e| e.to_string()));
                     res?;
+                    if let Some(w) = &mut self.windows {
+                        w.revoke(&partitions);
+                    }
                     info!(partitions = partitions.len(), "committed before revoke");
                 }
                 Some(SourceEvent::Stop { reply }) => {
@@ -131,7 +150,45 @@ impl SinkLoop {
         }
     }
 
+    /// A timer fired: commit what is due, publish early window results, and close windows the
+    /// watermark passed even when no new rows are waiting.
+    async fn on_timer(&mut self) -> Result<()> {
+        let due = self
+            .lake
+            .pending_since()
+            .is_some_and(|t| t.elapsed() >= self.max_latency);
+        if let Some(w) = &mut self.windows {
+            if w.next_emit().is_some_and(|t| t <= Instant::now()) {
+                w.emit().await.context("publishing early window results")?;
+            }
+        }
+        let close = self.windows.as_ref().is_some_and(Windows::would_close);
+        if due || close {
+            self.commit().await?;
+        }
+        Ok(())
+    }
+
+    /// Commit in the order that keeps windows exact across a crash: close windows, commit late
+    /// events, commit the event tables, then the windows' final results.
     async fn commit(&mut self) -> Result<()> {
+        if let Some(w) = &mut self.windows {
+            w.advance().await.context("closing windows")?;
+            let pending = self.lake.pending_offsets().clone();
+            if let Err(e) = w.commit_late(&pending).await {
+                w.discard();
+                self.lake.discard();
+                return Err(e).context("committing late events");
+            }
+        }
+        self.commit_lake().await?;
+        if let Some(w) = &mut self.windows {
+            w.commit_results().await?;
+        }
+        Ok(())
+    }
+
+    async fn commit_lake(&mut self) -> Result<()> {
         let started = Instant::now();
         let spans = std::mem::take(&mut self.pending_spans);
         let stages: Vec<Span> = spans.iter().map(|b| stage(b, "commit")).collect();

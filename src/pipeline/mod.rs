@@ -2,10 +2,14 @@
 //!
 //! A Kafka source runs on its own thread and feeds [`kafka_sink`], which commits rows with their
 //! offsets; an otlp source serves gRPC and HTTP and feeds [`spans`], which commits rows and
-//! then answers the requests. Both stop on SIGINT/SIGTERM after committing what they hold.
+//! then answers the requests. Window transforms ([`windows`]) ride on the Kafka sink loop: they
+//! see each row once its table accepted it, and commit with it. Both stop on SIGINT/SIGTERM
+//! after committing what they hold.
 
 mod kafka_sink;
 mod spans;
+mod window_metrics;
+mod windows;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -105,17 +109,12 @@ pub fn source_options(k: &KafkaSourceConfig, run: &RunOptions) -> SourceOptions 
 struct Plan<'a> {
     sink: &'a DeltaSinkConfig,
     kafka: Option<&'a KafkaSourceConfig>,
+    /// The kafka source's id.
+    kafka_id: Option<&'a str>,
     otlp: Option<&'a OtlpSourceConfig>,
 }
 
 fn plan(cfg: &Config) -> Result<Plan<'_>> {
-    if !cfg.transforms.is_empty() {
-        bail!(
-            "{}: transforms are declared, but this version of `paystream run` only wires sources \
-             straight into delta sinks; remove [transforms.*] or run them in a later version",
-            cfg.file
-        );
-    }
     let (sink_id, sink) = match cfg.sinks.iter().next() {
         Some((id, SinkConfig::Delta(d))) if cfg.sinks.len() == 1 => (id, d),
         _ => bail!(
@@ -126,21 +125,33 @@ fn plan(cfg: &Config) -> Result<Plan<'_>> {
     let mut plan = Plan {
         sink,
         kafka: None,
+        kafka_id: None,
         otlp: None,
     };
     for input in &sink.inputs {
         match cfg.sources.get(input) {
-            Some(SourceConfig::Kafka(k)) if plan.kafka.is_none() => plan.kafka = Some(k),
+            Some(SourceConfig::Kafka(k)) if plan.kafka.is_none() => {
+                plan.kafka = Some(k);
+                plan.kafka_id = Some(input.as_str());
+            }
             Some(SourceConfig::Otlp(o)) if plan.otlp.is_none() => plan.otlp = Some(o),
             Some(_) => bail!(
                 "{}: sinks.{sink_id}.inputs: at most one kafka and one otlp source per sink",
                 cfg.file
             ),
             None => bail!(
-                "{}: sinks.{sink_id}.inputs: {input} is not a source",
+                "{}: sinks.{sink_id}.inputs: {input} is not a source (the lake stores the \
+                 sources' events; transforms publish their own results)",
                 cfg.file
             ),
         }
+    }
+    if !cfg.transforms.is_empty() && plan.kafka.is_none() {
+        bail!(
+            "{}: transforms read the kafka source's rows as the lake accepts them, so the delta \
+             sink must read a kafka source",
+            cfg.file
+        );
     }
     Ok(plan)
 }
@@ -191,7 +202,7 @@ pub async fn run(cfg: &Config, run: RunOptions) -> Result<Totals> {
                 run_kafka(
                     cfg,
                     plan.sink,
-                    k,
+                    (plan.kafka_id.unwrap_or_default(), k),
                     &location,
                     &run,
                     stop_rx.clone(),
@@ -269,7 +280,7 @@ async fn start_otlp(
 async fn run_kafka(
     cfg: &Config,
     sink_cfg: &DeltaSinkConfig,
-    kafka_cfg: &KafkaSourceConfig,
+    (kafka_id, kafka_cfg): (&str, &KafkaSourceConfig),
     location: &LakeLocation,
     run: &RunOptions,
     mut stop: watch::Receiver<bool>,
@@ -284,6 +295,14 @@ async fn run_kafka(
     .await
     .with_context(|| format!("opening the lake at {}", location.root()))?;
     info!(lake = %location.root(), tables = ?lake.table_names().collect::<Vec<_>>(), "lake open");
+    let windows = windows::Windows::open(
+        cfg,
+        kafka_id,
+        location,
+        sink_cfg.target_file_size,
+        metrics.clone(),
+    )
+    .await?;
 
     // A few batches in flight: enough to overlap decoding with Parquet encoding, small enough
     // that a stalled sink pauses the consumer quickly.
@@ -328,6 +347,7 @@ async fn run_kafka(
         metrics,
         pending_starts: Vec::new(),
         pending_kafka_ms: Vec::new(),
+        windows,
     };
     let sink_result = sink.run(rx).await;
     lag.abort();

@@ -17,6 +17,10 @@
 //! with one message per batch every offset is a batch start. Batched traffic, without
 //! restarts, is the other tests' job.
 //!
+//! Every run carries a window transform (5 s tumbling windows over payments): after the
+//! kills, every closed window must hold exactly what a GROUP BY of the lake gives, less the
+//! events recorded as late; none missing, none written twice.
+//!
 //! The final run uses a fresh group too: in the pipeline's group, the members killed last
 //! still hold their partitions until their sessions expire, and a run that owns only the rest
 //! would go idle and stop before the lake is complete.
@@ -26,7 +30,7 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::support::{budget, event_count, unique, Lake, Proc, Scenario, Topics};
+use crate::support::{budget, event_count, unique, Lake, Proc, Scenario, Topics, E2E_WINDOW};
 
 /// SIGKILLs before the final run.
 const KILLS: usize = 8;
@@ -52,7 +56,8 @@ fn lake_survives_sigkill() {
         orders: 3,
         refunds: 3,
     });
-    let config = s.write_config(&unique("group"));
+    // Every run carries a window transform: its results must come out as if nothing crashed.
+    let config = s.write_config_with(&unique("group"), E2E_WINDOW);
     let rate = (events / GENERATE_OVER_SECS).max(1);
     let one_per_batch = [("batch.num.messages", "1"), ("linger.ms", "0")];
     let mut generator = Proc::spawn(
@@ -65,7 +70,10 @@ fn lake_survives_sigkill() {
     for round in 1..=KILLS {
         let delay = Duration::from_millis(rng.random_range(500..=4000));
         let (round_config, group) = if round % 2 == 1 {
-            (s.write_config(&unique("fresh")), "a fresh group")
+            (
+                s.write_config_with(&unique("fresh"), E2E_WINDOW),
+                "a fresh group",
+            )
         } else {
             (config.clone(), "the pipeline's group")
         };
@@ -97,6 +105,12 @@ fn lake_survives_sigkill() {
     );
 
     generator.expect_success(budget(events));
-    s.run_to_idle(&s.write_config(&unique("final")), events);
+    s.run_to_idle(&s.write_config_with(&unique("final"), E2E_WINDOW), events);
     s.check_lake(None);
+    let (windows, late) = s.check_windows();
+    eprintln!(
+        "[{}] {windows} closed windows exact after the kills, {late} late events",
+        s.id
+    );
+    assert!(windows >= 2, "only {windows} windows closed");
 }

@@ -427,17 +427,6 @@ fn a_lookup_by_id_reads_only_the_row_groups_whose_bloom_filter_may_hold_it() {
     assert_eq!(rows, plain);
 }
 
-/// `sql` answered by duckdb over the Delta tables as the `deltalake` package reads them.
-fn lake_sql(s: &Scenario, sql: &str) -> String {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/lake_sql.py");
-    let mut cmd = Command::new(&s.services.python);
-    cmd.arg(script).args([s.lake_uri.as_str(), sql]);
-    let out = Proc::spawn("lake_sql", cmd, s.dir())
-        .expect_success(Duration::from_secs(120))
-        .stdout;
-    out.trim_end().to_owned()
-}
-
 #[test]
 fn string_equality_filters_answer_as_duckdb_does() {
     let s = Scenario::new("query-streq", Lake::Local);
@@ -457,6 +446,6 @@ fn string_equality_filters_answer_as_duckdb_does() {
     for sql in queries {
         let ours = s.query_rows(sql);
         assert!(!ours.is_empty() && ours != "0,", "{sql}: {ours:?}");
-        assert_eq!(ours, lake_sql(&s, sql), "{sql}");
+        assert_eq!(ours, s.lake_sql(sql), "{sql}");
     }
 }

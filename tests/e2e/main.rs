@@ -16,10 +16,14 @@
 //! - [`export`]: `paystream query` time travel, file output and shell; `paystream export` and
 //!   `[exports.<id>]`, read back with pyarrow and duckdb;
 //! - [`serve`]: `paystream serve` with psql and psycopg, passwords, read-only, timeouts;
-//! - [`metrics`]: `/metrics` scraped by a real Prometheus, every "Pipeline health" panel query
-//!   answered, totals equal to what was produced; `promtool` on the shipped config and rules;
+//! - [`metrics`]: `/metrics` scraped by a real Prometheus, every "Pipeline health" and
+//!   "Payments overview" panel query answered (the latter on the shipped window transforms),
+//!   totals equal to what was produced; `promtool` on the shipped config and rules;
 //! - [`traces`]: the otlp source fed by the OpenTelemetry SDK, bad OTLP input, and the
-//!   pipeline's own spans linked to the producers' traces.
+//!   pipeline's own spans linked to the producers' traces;
+//! - [`windows`]: a window transform's results on `/metrics` and in its Delta table, equal to
+//!   a GROUP BY of the lake less its late events, across a restart (and, in [`crash`], across
+//!   SIGKILLs).
 //!
 //! Knobs for local runs: `PAYSTREAM_E2E_EVENTS` overrides the event count of the big tests,
 //! `PAYSTREAM_E2E_SEED` replays a crash test, `PAYSTREAM_E2E_KEEP=1` keeps each test's folder.
@@ -35,3 +39,4 @@ mod metrics;
 mod serve;
 mod support;
 mod traces;
+mod windows;

@@ -12,10 +12,12 @@
 
 mod location;
 mod offsets;
+mod results;
 mod table;
 
 pub use location::{storage_options, table_url, LakeLocation};
 pub use offsets::{app_id, PartitionKey};
+pub use results::ResultsTable;
 pub use table::{is_id_column, CommitOutcome, LakeTable};
 
 use std::collections::BTreeMap;
@@ -123,13 +125,16 @@ impl Lake {
         Ok(out)
     }
 
-    /// Buffer one decoded batch: rows per table plus the offset ranges it covers.
+    /// Buffer one decoded batch: rows per table plus the offset ranges it covers. Returns the
+    /// event tables' rows that were new to their table (not already committed), which is what
+    /// downstream consumers of the lake's rows, such as windows, must see exactly once.
     pub async fn write(
         &mut self,
         tables: Vec<(String, RecordBatch)>,
         dlq: Option<RecordBatch>,
         ranges: &[OffsetRange],
-    ) -> Result<()> {
+    ) -> Result<Vec<(String, RecordBatch)>> {
+        let mut accepted = Vec::new();
         let all = tables
             .into_iter()
             .chain(dlq.map(|b| (DLQ_TABLE.to_string(), b)));
@@ -140,7 +145,11 @@ impl Lake {
                     message: "no such table in the lake".into(),
                 });
             };
-            self.pending_rows += table.write(batch, ranges).await?;
+            let written = table.write(batch, ranges).await?;
+            self.pending_rows += written.num_rows() as u64;
+            if name != DLQ_TABLE && written.num_rows() > 0 {
+                accepted.push((name, written));
+            }
         }
         for r in ranges {
             let e = self.pending.entry(r.partition.clone()).or_insert(r.next);
@@ -149,12 +158,17 @@ impl Lake {
         if !ranges.is_empty() && self.first_pending_at.is_none() {
             self.first_pending_at = Some(Instant::now());
         }
-        Ok(())
+        Ok(accepted)
     }
 
     /// When the oldest uncommitted row was buffered, if any.
     pub fn pending_since(&self) -> Option<Instant> {
         self.first_pending_at
+    }
+
+    /// The next offset per partition that the next commit will record.
+    pub fn pending_offsets(&self) -> &BTreeMap<PartitionKey, i64> {
+        &self.pending
     }
 
     /// Bytes written to data files since the last commit, over all tables.

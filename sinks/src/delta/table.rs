@@ -236,18 +236,24 @@ impl LakeTable {
 
     /// Stream `batch` into the table's open files, minus rows the table already holds.
     /// Returns the number of rows kept.
-    pub async fn write(&mut self, batch: RecordBatch, ranges: &[OffsetRange]) -> Result<u64> {
+    /// Buffer `batch` for the next commit, minus the rows this table already holds; returns
+    /// the rows buffered (in the table's schema).
+    pub async fn write(
+        &mut self,
+        batch: RecordBatch,
+        ranges: &[OffsetRange],
+    ) -> Result<RecordBatch> {
         let batch = self.conform(batch)?;
         let batch = self.drop_committed(batch, ranges)?;
         let rows = batch.num_rows() as u64;
         if rows > 0 {
             self.writer
-                .write(batch)
+                .write(batch.clone())
                 .await
                 .map_err(|e| self.delta_err(e))?;
             self.pending_rows += rows;
         }
-        Ok(rows)
+        Ok(batch)
     }
 
     fn conform(&self, batch: RecordBatch) -> Result<RecordBatch> {

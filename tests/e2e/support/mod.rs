@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use process::{Finished, Proc};
-pub use scenario::{budget, Lake, Scenario, Topics};
+pub use scenario::{budget, Lake, Scenario, Topics, E2E_WINDOW};
 
 /// Where the services that `scripts/test` started are, from its environment.
 #[derive(Debug, Clone)]
@@ -103,4 +103,25 @@ pub fn free_port() -> u16 {
 /// `s` as a TOML basic string (JSON's string escapes are valid TOML).
 pub fn toml_str(s: &str) -> String {
     serde_json::Value::from(s).to_string()
+}
+
+/// A plain HTTP/1.0 GET on 127.0.0.1:`port`: (status, body).
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))
+        .unwrap_or_else(|e| panic!("cannot connect to 127.0.0.1:{port}: {e}"));
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap_or_else(|e| panic!("set_read_timeout: {e}"));
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    let mut text = String::new();
+    s.read_to_string(&mut text)
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, body.to_owned())
 }

@@ -287,6 +287,17 @@ allow_http = true
         path
     }
 
+    /// As [`Scenario::write_config`], with `extra` TOML appended (transforms, `[metrics]`).
+    pub fn write_config_with(&self, group: &str, extra: &str) -> PathBuf {
+        let path = self.write_config(group);
+        let mut text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        text.push_str(extra);
+        std::fs::write(&path, text)
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        path
+    }
+
     /// `paystream run -c config`, with `--stop-when-idle` when `idle` is given.
     pub fn run_cmd(&self, config: &Path, idle: Option<&str>) -> Command {
         let mut cmd = self.paystream();
@@ -378,4 +389,83 @@ fn wait_for_topic(brokers: &str, topic: &str, partitions: i32, timeout: Duration
         thread::sleep(Duration::from_millis(100));
     }
     panic!("topic {topic} not ready with {partitions} partitions within {timeout:?}: {last}");
+}
+
+/// A window transform for end-to-end checks: 5 s tumbling windows over payments, small enough
+/// that a run of a few tens of seconds of event time closes several of them.
+pub const E2E_WINDOW: &str = r#"
+[transforms.e2e_decisions]
+type = "window"
+inputs = ["kafka"]
+window = "tumbling"
+size = "5s"
+allowed_lateness = "1s"
+emit_every = "200ms"
+sql = """
+SELECT currency,
+       count(*) FILTER (WHERE event_type = 'PaymentAuthorized') AS authorized,
+       count(*) FILTER (WHERE event_type = 'PaymentRejected') AS rejected,
+       sum(amount_minor) AS amount_minor
+FROM payments
+GROUP BY currency
+"""
+"#;
+
+impl Scenario {
+    /// Checks the [`E2E_WINDOW`] results in the lake with duckdb over `deltalake`: every closed
+    /// window holds exactly what a plain GROUP BY over the `payments` table gives for that
+    /// window, leaving out the events `late_events` lists for it; no window is missing or
+    /// written twice. Returns the number of closed windows and of late events.
+    pub fn check_windows(&self) -> (usize, usize) {
+        assert_eq!(self.lake, Lake::Local, "check_windows reads a local lake");
+        let results = self.lake_sql(
+            "SELECT epoch_us(window_start), epoch_us(window_end), currency, authorized, rejected, amount_minor \
+             FROM e2e_decisions ORDER BY 1, 3",
+        );
+        let expected = self.lake_sql(
+            "SELECT (epoch_us(event_time) // 5000000) * 5000000 AS ws, \
+                    (epoch_us(event_time) // 5000000) * 5000000 + 5000000, currency, \
+                    count(*) FILTER (WHERE event_type = 'PaymentAuthorized'), \
+                    count(*) FILTER (WHERE event_type = 'PaymentRejected'), \
+                    sum(amount_minor) \
+             FROM payments \
+             WHERE event_id NOT IN (SELECT event_id FROM late_events WHERE transform = 'e2e_decisions') \
+             GROUP BY 1, 2, 3 \
+             HAVING ws <= (SELECT max(epoch_us(window_start)) FROM e2e_decisions) \
+             ORDER BY 1, 3",
+        );
+        let windows: std::collections::BTreeSet<&str> = results
+            .lines()
+            .filter_map(|l| l.split(',').next())
+            .collect();
+        if results != expected {
+            let a: Vec<&str> = results.lines().collect();
+            let b: Vec<&str> = expected.lines().collect();
+            let only_a: Vec<&&str> = a.iter().filter(|l| !b.contains(l)).take(10).collect();
+            let only_b: Vec<&&str> = b.iter().filter(|l| !a.contains(l)).take(10).collect();
+            panic!(
+                "window results differ from the lake ({} rows against {}):\n only in results: {only_a:?}\n only in a GROUP BY of payments: {only_b:?}",
+                a.len(),
+                b.len()
+            );
+        }
+        let late = self
+            .lake_sql("SELECT count(*) FROM late_events WHERE transform = 'e2e_decisions'")
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("late_events count: {e}"));
+        (windows.len(), late)
+    }
+
+    /// `sql` answered by duckdb over the local lake's Delta tables as the `deltalake` package
+    /// reads them (`lake_sql.py`): CSV rows without a header, trailing newline trimmed.
+    pub fn lake_sql(&self, sql: &str) -> String {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/lake_sql.py");
+        let mut cmd = Command::new(&self.services.python);
+        cmd.arg(script).args([self.lake_uri.as_str(), sql]);
+        let out = Proc::spawn("lake_sql", cmd, self.dir())
+            .expect_success(Duration::from_secs(120))
+            .stdout;
+        out.trim_end().to_owned()
+    }
 }

@@ -78,7 +78,8 @@ pub struct WindowResults {
     pub batches: Vec<RecordBatch>,
 }
 
-/// Rows that arrived after all their windows had closed.
+/// Rows that arrived after some of their windows had closed (they were counted in the
+/// others, if any).
 #[derive(Debug, Clone)]
 pub struct LateRows {
     /// The rows, as they were given to [`WindowTransform::push`].
@@ -147,6 +148,12 @@ impl WindowTransform {
         &self.planned.table
     }
 
+    /// The schema rows are expected in: the input table's, plus [`WINDOW_START`] at the end
+    /// (which [`Self::push`] adds itself).
+    pub fn input_schema(&self) -> SchemaRef {
+        self.planned.input_schema.clone()
+    }
+
     /// The results' schema: [`WINDOW_START`], [`WINDOW_END`], then the SQL's columns.
     pub fn output_schema(&self) -> SchemaRef {
         self.output_schema.clone()
@@ -173,8 +180,8 @@ impl WindowTransform {
         self.state.size()
     }
 
-    /// Fold `batch` (rows of the input table) into its windows. Rows whose windows are all
-    /// closed, or that have no event time, are returned instead.
+    /// Fold `batch` (rows of the input table) into its windows. Rows that missed a closed
+    /// window, or that have no event time, are returned as late.
     pub async fn push(&mut self, batch: &RecordBatch) -> Result<Option<LateRows>> {
         if batch.num_rows() == 0 {
             return Ok(None);
@@ -192,16 +199,19 @@ impl WindowTransform {
             };
             let last = t.div_euclid(slide) * slide;
             let mut start = last - size + slide;
-            let mut any = false;
+            // A row that misses any of its windows (hopping) is reported late, so that every
+            // row is either in all its windows or in the late rows.
+            let mut missed = false;
             while start <= last {
                 if start.saturating_add(size) > self.closed_until {
                     rows.push(row);
                     starts.push(start);
-                    any = true;
+                } else {
+                    missed = true;
                 }
                 start += slide;
             }
-            if !any {
+            if missed {
                 late.push(row);
             }
         }
@@ -377,7 +387,10 @@ impl WindowTransform {
         let mut columns: Vec<ArrayRef> = vec![start, Arc::new(end)];
         for (i, c) in batch.columns().iter().enumerate() {
             if i != at {
-                columns.push(c.clone());
+                columns.push(match c.data_type() {
+                    DataType::Dictionary(_, values) => cast(c, values)?,
+                    _ => c.clone(),
+                });
             }
         }
         Ok(RecordBatch::try_new(self.output_schema.clone(), columns)?)
@@ -398,7 +411,14 @@ fn output_schema(post: &Schema) -> Result<SchemaRef> {
                     "the window's SQL must not produce a column named {WINDOW_END}; it is added"
                 )));
             }
-            fields.push(f.as_ref().clone());
+            // Dictionaries become their values: results are few rows, and Delta has no
+            // dictionary type.
+            fields.push(match f.data_type() {
+                DataType::Dictionary(_, values) => {
+                    f.as_ref().clone().with_data_type(values.as_ref().clone())
+                }
+                _ => f.as_ref().clone(),
+            });
         }
     }
     Ok(Arc::new(Schema::new(fields)))

@@ -67,13 +67,22 @@ impl Watermarks {
         }
     }
 
+    /// A partition was assigned to this consumer: until it delivers an event or goes idle, it
+    /// holds the watermark back (its first events may be older than what others delivered).
+    pub fn assign(&mut self, topic: &str, partition: i32, now: Instant) {
+        self.partitions
+            .entry((topic.to_string(), partition))
+            .or_insert((i64::MIN, now));
+    }
+
     /// Forget a partition (revoked from this consumer).
     pub fn remove(&mut self, topic: &str, partition: i32) {
         self.partitions
             .retain(|(t, p), _| !(t == topic && *p == partition));
     }
 
-    /// The watermark at `now`, µs; `None` before any event.
+    /// The watermark at `now`, µs; `None` before any event, or while an assigned partition
+    /// that has not delivered yet holds it back.
     pub fn current(&self, now: Instant) -> Option<i64> {
         let active = self
             .partitions
@@ -81,7 +90,9 @@ impl Watermarks {
             .filter(|(_, seen)| now.saturating_duration_since(*seen) < self.idle)
             .map(|(t, _)| *t)
             .min();
-        active.or_else(|| self.partitions.values().map(|(t, _)| *t).max())
+        active
+            .or_else(|| self.partitions.values().map(|(t, _)| *t).max())
+            .filter(|t| *t != i64::MIN)
     }
 }
 
@@ -142,5 +153,12 @@ mod tests {
         assert_eq!(w.current(t2), Some(100));
         w.remove("p", 1);
         assert_eq!(w.current(t2), Some(900));
+        // A newly assigned partition holds it back until it delivers or idles.
+        w.assign("p", 2, t2);
+        assert_eq!(w.current(t2), None);
+        w.observe(&batch(&[("p", 2, 950)]), "event_time", t2);
+        assert_eq!(w.current(t2), Some(950));
+        w.assign("p", 3, t2);
+        assert_eq!(w.current(t2 + Duration::from_secs(11)), Some(950));
     }
 }

@@ -1,0 +1,155 @@
+//! A Delta table of window results: appended to once per closed window batch, each commit
+//! carrying how far the windows are final (a `txn` action whose app id names the pipeline and
+//! the transform, and whose version is the end, in µs, up to which windows are closed). A
+//! restart reads that version back and never writes those windows again.
+
+use std::sync::Arc;
+
+use deltalake::arrow::datatypes::SchemaRef;
+use deltalake::arrow::record_batch::RecordBatch;
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::{Action, StructType, Transaction};
+use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
+
+use super::LakeLocation;
+use crate::{Error, Result};
+
+/// The results table of one window transform.
+pub struct ResultsTable {
+    name: String,
+    table: DeltaTable,
+    schema: SchemaRef,
+    app_id: String,
+}
+
+impl ResultsTable {
+    /// Open `name` under `location`, creating it with `schema` if needed; `app_id` identifies
+    /// the writer (pipeline and transform) in the table's `txn` actions.
+    pub async fn open_or_create(
+        location: &LakeLocation,
+        name: &str,
+        schema: SchemaRef,
+        app_id: String,
+    ) -> Result<Self> {
+        let delta_err = |source| Error::Delta {
+            table: name.to_string(),
+            source,
+        };
+        let url = location.table(name)?;
+        let mut table = DeltaTableBuilder::from_url(url.clone())
+            .map_err(delta_err)?
+            .with_storage_options(location.options().clone())
+            .build()
+            .map_err(delta_err)?;
+        if table
+            .verify_deltatable_existence()
+            .await
+            .map_err(delta_err)?
+        {
+            table.load().await.map_err(delta_err)?;
+            let existing: Vec<String> = table
+                .snapshot()
+                .map_err(delta_err)?
+                .schema()
+                .fields()
+                .map(|f| f.name().clone())
+                .collect();
+            let wanted: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+            if existing != wanted {
+                return Err(Error::Schema {
+                    table: name.to_string(),
+                    message: format!(
+                        "holds columns {:?}, but the window's SQL now produces {:?}; write the \
+                         results to a new table (the transform's `table` key)",
+                        existing, wanted
+                    ),
+                });
+            }
+        } else {
+            let kernel: StructType = schema
+                .clone()
+                .try_into_kernel()
+                .map_err(|e| delta_err(DeltaTableError::from(e)))?;
+            table = deltalake::operations::create::CreateBuilder::new()
+                .with_location(url.as_str())
+                .with_storage_options(location.options().clone())
+                .with_table_name(name)
+                .with_columns(kernel.fields().cloned())
+                .with_save_mode(SaveMode::Ignore)
+                .await
+                .map_err(delta_err)?;
+        }
+        Ok(Self {
+            name: name.to_string(),
+            table,
+            schema,
+            app_id,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn delta_err(&self, source: DeltaTableError) -> Error {
+        Error::Delta {
+            table: self.name.clone(),
+            source,
+        }
+    }
+
+    /// Up to where (µs) windows are final in this table: the version of our `txn`.
+    pub async fn closed_until(&mut self) -> Result<Option<i64>> {
+        self.table
+            .update_incremental(None)
+            .await
+            .map_err(|e| self.delta_err(e))?;
+        let snapshot = self.table.snapshot().map_err(|e| self.delta_err(e))?;
+        snapshot
+            .transaction_version(self.table.log_store().as_ref(), self.app_id.clone())
+            .await
+            .map_err(|e| self.delta_err(e))
+    }
+
+    /// Append `batches` and record windows up to `closed_until` (µs) as final, in one commit.
+    pub async fn append(&mut self, batches: Vec<RecordBatch>, closed_until: i64) -> Result<u64> {
+        let mut writer =
+            RecordBatchWriter::for_table(&self.table).map_err(|e| self.delta_err(e))?;
+        let mut rows = 0;
+        for b in batches {
+            if b.num_rows() == 0 {
+                continue;
+            }
+            rows += b.num_rows() as u64;
+            let b = RecordBatch::try_new(Arc::clone(&self.schema), b.columns().to_vec())?;
+            writer.write(b).await.map_err(|e| self.delta_err(e))?;
+        }
+        let adds = writer.flush().await.map_err(|e| self.delta_err(e))?;
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut actions: Vec<Action> = adds.into_iter().map(Action::Add).collect();
+        actions.push(Action::Txn(Transaction::new_with_last_update(
+            self.app_id.clone(),
+            closed_until,
+            Some(now),
+        )));
+        let snapshot = self.table.snapshot().map_err(|e| self.delta_err(e))?;
+        let operation = DeltaOperation::Write {
+            mode: SaveMode::Append,
+            partition_by: None,
+            predicate: None,
+        };
+        let finalized = CommitBuilder::from(CommitProperties::default())
+            .with_actions(actions)
+            .build(Some(snapshot), self.table.log_store(), operation)
+            .await
+            .map_err(|e| self.delta_err(e))?;
+        self.table
+            .update_incremental(Some(finalized.version()))
+            .await
+            .map_err(|e| self.delta_err(e))?;
+        Ok(rows)
+    }
+}

@@ -1,0 +1,498 @@
+//! The window transforms of a running pipeline: fed the rows each lake table accepted, closing
+//! windows at commits, publishing results on `/metrics` and in their Delta tables, and
+//! rebuilding their open windows from the lake on start.
+//!
+//! Exactly-once, across crashes: a row reaches the windows only once its table has accepted it
+//! (rows the table already held are filtered out before), and a commit goes in three steps:
+//! late events first, then the event tables, then each window's final results with the window
+//! end up to which they are final. After a crash, the results table says which windows were
+//! written; every later window is rebuilt from the rows already in the lake, and Kafka
+//! resumes right after them. See docs/DESIGN-NOTES.md, "Windows".
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use arrow::array::{
+    ArrayRef, AsArray, Date32Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use arrow::compute::{cast, concat_batches};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimestampMicrosecondType};
+use paystream_core::config::{
+    Config, TransformConfig, WindowKind as ConfigKind, WindowTransformConfig,
+};
+use paystream_core::schema::{late_events_schema, LATE_EVENTS_TABLE};
+use paystream_query::LakeQuery;
+use paystream_sinks::delta::{LakeLocation, LakeTable, OffsetRange, PartitionKey, ResultsTable};
+use paystream_transforms::window::watermark::Watermarks;
+use paystream_transforms::window::{WindowKind, WindowOptions, WindowTransform};
+use tracing::info;
+
+use super::window_metrics::{self, Shown};
+use crate::metrics::{PipelineMetrics, TransformLabels};
+
+/// A partition silent this long stops holding the watermark back.
+const IDLE_PARTITION: Duration = Duration::from_secs(10);
+
+struct Item {
+    id: String,
+    cfg: WindowTransformConfig,
+    transform: WindowTransform,
+    results: ResultsTable,
+    /// Final results closed since the last commit.
+    pending_final: Vec<RecordBatch>,
+    /// The last closed window's final results, and the newest open window's current ones.
+    last: Vec<RecordBatch>,
+    current: Vec<RecordBatch>,
+    /// Up to where the results table holds final results.
+    committed_until: Option<i64>,
+}
+
+/// Every window transform of the pipeline.
+pub(super) struct Windows {
+    pipeline: String,
+    items: Vec<Item>,
+    watermarks: Watermarks,
+    late: LakeTable,
+    metrics: Arc<PipelineMetrics>,
+    emit_every: Option<Duration>,
+    last_emit: Instant,
+    /// Newest event time (µs) of each batch pushed since the last emission, for freshness.
+    pushed_times: Vec<i64>,
+}
+
+fn kind_of(id: &str, cfg: &WindowTransformConfig) -> Result<WindowKind> {
+    Ok(match cfg.window {
+        ConfigKind::Tumbling { size } => WindowKind::Tumbling { size },
+        ConfigKind::Hopping { size, slide } => WindowKind::Hopping { size, slide },
+        ConfigKind::Session { .. } => bail!(
+            "transforms.{id}: session windows are not supported by `paystream run` yet; use a \
+             tumbling or hopping window"
+        ),
+    })
+}
+
+fn size_us(cfg: &WindowTransformConfig) -> i64 {
+    let size = match cfg.window {
+        ConfigKind::Tumbling { size } | ConfigKind::Hopping { size, .. } => size,
+        ConfigKind::Session { gap } => gap,
+    };
+    i64::try_from(size.as_micros()).unwrap_or(i64::MAX)
+}
+
+/// The event tables as the lake stores them (dictionaries as plain strings): what accepted
+/// rows look like.
+fn lake_tables(cfg: &Config) -> Vec<(String, SchemaRef)> {
+    cfg.schema
+        .tables()
+        .map(|t| {
+            let schema = t.arrow_schema();
+            let fields: Vec<Field> = schema
+                .fields()
+                .iter()
+                .map(|f| match f.data_type() {
+                    DataType::Dictionary(_, v) => {
+                        f.as_ref().clone().with_data_type(v.as_ref().clone())
+                    }
+                    _ => f.as_ref().clone(),
+                })
+                .collect();
+            (t.name.clone(), Arc::new(Schema::new(fields)))
+        })
+        .collect()
+}
+
+impl Windows {
+    /// Open the window transforms reading `source` (the kafka source's id), if any, and
+    /// rebuild their open windows from the lake.
+    pub(super) async fn open(
+        cfg: &Config,
+        source: &str,
+        location: &LakeLocation,
+        target_file_size: u64,
+        metrics: Arc<PipelineMetrics>,
+    ) -> Result<Option<Self>> {
+        let tables = lake_tables(cfg);
+        let mut items = Vec::new();
+        for (id, t) in &cfg.transforms {
+            let TransformConfig::Window(w) = t else {
+                bail!(
+                    "{}: transforms.{id}: sql transforms are not wired into `paystream run` yet; \
+                     put the filtering in the window's own SQL",
+                    cfg.file
+                );
+            };
+            if w.inputs.iter().any(|i| i != source) {
+                bail!(
+                    "{}: transforms.{id}.inputs: a window reads the kafka source `{source}` \
+                     (its tables by name in FROM)",
+                    cfg.file
+                );
+            }
+            let options = WindowOptions {
+                kind: kind_of(id, w)?,
+                time_column: w.time_column.clone(),
+                allowed_lateness: w.allowed_lateness,
+            };
+            let transform = WindowTransform::try_new(&tables, &w.sql, options)
+                .await
+                .with_context(|| format!("{}: transforms.{id}.sql", cfg.file))?;
+            let app_id = format!("{}/window/{id}", cfg.pipeline.name);
+            let mut results =
+                ResultsTable::open_or_create(location, &w.table, transform.output_schema(), app_id)
+                    .await
+                    .with_context(|| format!("transforms.{id}: opening table {}", w.table))?;
+            let committed_until = results.closed_until().await?;
+            items.push(Item {
+                id: id.clone(),
+                cfg: w.clone(),
+                transform,
+                results,
+                pending_final: Vec::new(),
+                last: Vec::new(),
+                current: Vec::new(),
+                committed_until,
+            });
+        }
+        if items.is_empty() {
+            return Ok(None);
+        }
+        let late = LakeTable::open_or_create(
+            location,
+            LATE_EVENTS_TABLE,
+            late_events_schema(),
+            target_file_size,
+        )
+        .await
+        .context("opening the late_events table")?;
+        let emit_every = items.iter().filter_map(|i| i.cfg.emit_every).min();
+        let mut w = Self {
+            pipeline: cfg.pipeline.name.clone(),
+            items,
+            watermarks: Watermarks::new(IDLE_PARTITION),
+            late,
+            metrics,
+            emit_every,
+            last_emit: Instant::now(),
+            pushed_times: Vec::new(),
+        };
+        w.rebuild(location).await?;
+        Ok(Some(w))
+    }
+
+    /// Feed every window the rows already in the lake that belong to windows not yet final in
+    /// its results table, so that a restart ends each window with the values it would have had.
+    async fn rebuild(&mut self, location: &LakeLocation) -> Result<()> {
+        let names: Vec<String> = self
+            .items
+            .iter()
+            .map(|i| i.transform.input_table().to_string())
+            .collect();
+        let lake = match LakeQuery::open(location, &names).await {
+            Ok(l) => l,
+            // A brand-new lake has nothing to replay.
+            Err(paystream_query::Error::EmptyLake(_)) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let present = lake.tables();
+        let now = Instant::now();
+        for item in &mut self.items {
+            let table = item.transform.input_table().to_string();
+            if !present.contains(&table) {
+                continue;
+            }
+            let schema = item.transform.input_schema();
+            let columns: Vec<String> = schema
+                .fields()
+                .iter()
+                .filter(|f| f.name() != paystream_transforms::window::WINDOW_START)
+                .map(|f| format!("\"{}\"", f.name()))
+                .collect();
+            let mut sql = format!("SELECT {} FROM \"{table}\"", columns.join(", "));
+            if let Some(until) = item.committed_until {
+                item.transform.set_closed_until(until);
+                let from = until.saturating_sub(size_us(&item.cfg));
+                sql.push_str(&format!(
+                    " WHERE \"{t}\" >= to_timestamp_micros({from}) AND event_date >= CAST(to_timestamp_micros({from}) AS DATE)",
+                    t = item.cfg.time_column
+                ));
+            }
+            let batches = lake.sql(&sql).await.with_context(|| {
+                format!(
+                    "transforms.{}: reading {table} to rebuild its windows",
+                    item.id
+                )
+            })?;
+            let mut rows = 0;
+            for b in &batches {
+                // Rows of windows already final were counted or recorded as late before.
+                item.transform.push(b).await?;
+                self.watermarks.observe(b, &item.cfg.time_column, now);
+                rows += b.num_rows();
+            }
+            info!(transform = %item.id, rows, closed_until = ?item.committed_until, "windows rebuilt from the lake");
+        }
+        Ok(())
+    }
+
+    /// The partitions a resume covers: arm the late_events table's filter, and let them hold
+    /// the watermark back until they deliver.
+    pub(super) async fn resume(&mut self, partitions: &[PartitionKey]) -> Result<()> {
+        self.late.load_offsets(&self.pipeline, partitions).await?;
+        let now = Instant::now();
+        for p in partitions {
+            self.watermarks.assign(&p.topic, p.partition, now);
+        }
+        Ok(())
+    }
+
+    /// Forget revoked partitions in the watermark.
+    pub(super) fn revoke(&mut self, partitions: &[(String, i32)]) {
+        for (t, p) in partitions {
+            self.watermarks.remove(t, *p);
+        }
+    }
+
+    /// Rows newly accepted by their lake tables.
+    pub(super) async fn push(
+        &mut self,
+        accepted: &[(String, RecordBatch)],
+        ranges: &[OffsetRange],
+    ) -> Result<()> {
+        let now = Instant::now();
+        for (table, batch) in accepted {
+            // Every table's rows move their partition's watermark, whichever windows read them:
+            // the watermark is the pipeline's.
+            let time_column = self
+                .items
+                .iter()
+                .find(|i| i.transform.input_table() == table)
+                .map_or("event_time", |i| i.cfg.time_column.as_str());
+            self.watermarks.observe(batch, time_column, now);
+            for item in &mut self.items {
+                if item.transform.input_table() != table {
+                    continue;
+                }
+                if let Some(late) = item.transform.push(batch).await? {
+                    let n = late.rows.num_rows() as u64;
+                    let rows = late_rows(
+                        &item.id,
+                        table,
+                        &item.cfg.time_column,
+                        &late.rows,
+                        late.closed_until,
+                    )?;
+                    self.late.write(rows, ranges).await?;
+                    self.metrics
+                        .late_events
+                        .get_or_create(&TransformLabels {
+                            transform: item.id.clone(),
+                        })
+                        .inc_by(n);
+                }
+                if let Some(max) = max_time(batch, &item.cfg.time_column) {
+                    self.pushed_times.push(max);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a commit now would close some window (the watermark moved far enough).
+    pub(super) fn would_close(&self) -> bool {
+        let Some(wm) = self.watermarks.current(Instant::now()) else {
+            return false;
+        };
+        self.items.iter().any(|i| {
+            let lateness = i64::try_from(i.cfg.allowed_lateness.as_micros()).unwrap_or(i64::MAX);
+            wm.saturating_sub(lateness) > i.transform.closed_until() && i.transform.groups() > 0
+        })
+    }
+
+    /// When early results are due next.
+    pub(super) fn next_emit(&self) -> Option<Instant> {
+        self.emit_every.map(|e| self.last_emit + e)
+    }
+
+    /// Publish the open windows' current values (early results) on `/metrics`.
+    pub(super) async fn emit(&mut self) -> Result<()> {
+        self.last_emit = Instant::now();
+        for item in &mut self.items {
+            if item.cfg.emit_every.is_none() {
+                continue;
+            }
+            let snapshot = item.transform.snapshot().await?;
+            item.current = newest_window(snapshot.batches)?;
+        }
+        self.publish();
+        Ok(())
+    }
+
+    /// Close windows the watermark passed (step 0 of a commit).
+    pub(super) async fn advance(&mut self) -> Result<()> {
+        let Some(wm) = self.watermarks.current(Instant::now()) else {
+            return Ok(());
+        };
+        let delay = (chrono::Utc::now().timestamp_micros() - wm) as f64 / 1e6;
+        self.metrics.watermark_delay_seconds.set(delay.max(0.0));
+        let mut closed = false;
+        for item in &mut self.items {
+            if let Some(r) = item.transform.advance(wm).await? {
+                item.last = newest_window(r.batches.clone())?;
+                item.pending_final.extend(r.batches);
+                closed = true;
+            }
+        }
+        if closed {
+            self.publish();
+        }
+        Ok(())
+    }
+
+    /// Commit late events with the offsets the lake is about to commit (step 1).
+    pub(super) async fn commit_late(
+        &mut self,
+        pending: &BTreeMap<PartitionKey, i64>,
+    ) -> Result<()> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        self.late.commit(&self.pipeline, pending).await?;
+        Ok(())
+    }
+
+    /// Commit each window's final results with how far they are final (step 3).
+    pub(super) async fn commit_results(&mut self) -> Result<()> {
+        for item in &mut self.items {
+            let until = item.transform.closed_until();
+            if item.committed_until.is_some_and(|c| c >= until) && item.pending_final.is_empty() {
+                continue;
+            }
+            if until == i64::MIN {
+                continue;
+            }
+            let batches = std::mem::take(&mut item.pending_final);
+            let rows = item
+                .results
+                .append(batches, until)
+                .await
+                .with_context(|| format!("committing the results of transforms.{}", item.id))?;
+            item.committed_until = Some(until);
+            tracing::debug!(transform = %item.id, rows, until, "window results committed");
+        }
+        Ok(())
+    }
+
+    /// Forget what was closed but not committed (a failed commit; the restart rebuilds it).
+    pub(super) fn discard(&mut self) {
+        self.late.discard();
+    }
+
+    fn publish(&mut self) {
+        let now_us = chrono::Utc::now().timestamp_micros();
+        for t in self.pushed_times.drain(..) {
+            self.metrics
+                .event_to_metric_seconds
+                .observe(((now_us - t).max(0) as f64) / 1e6);
+        }
+        let shown: Vec<Shown<'_>> = self
+            .items
+            .iter()
+            .filter(|i| i.cfg.metrics)
+            .map(|i| Shown {
+                id: &i.id,
+                max_series: i.cfg.max_series,
+                windows: vec![("current", &i.current[..]), ("last", &i.last[..])],
+            })
+            .collect();
+        let (text, dropped) = window_metrics::render(&shown);
+        for (id, n) in dropped {
+            self.metrics
+                .window_series_dropped
+                .get_or_create(&TransformLabels { transform: id })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        self.metrics.set_window_text(text);
+    }
+}
+
+/// The rows of the newest window (largest start) in `batches`.
+fn newest_window(batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
+    let newest = batches
+        .iter()
+        .filter_map(|b| {
+            b.column(0)
+                .as_primitive_opt::<TimestampMicrosecondType>()
+                .and_then(|a| a.iter().flatten().max())
+        })
+        .max();
+    let Some(newest) = newest else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for b in batches {
+        let starts = b.column(0).as_primitive::<TimestampMicrosecondType>();
+        let mask: arrow::array::BooleanArray =
+            starts.iter().map(|s| Some(s == Some(newest))).collect();
+        let kept = arrow::compute::filter_record_batch(&b, &mask)?;
+        if kept.num_rows() > 0 {
+            out.push(kept);
+        }
+    }
+    Ok(out)
+}
+
+fn max_time(batch: &RecordBatch, column: &str) -> Option<i64> {
+    let col = batch.column_by_name(column)?;
+    col.as_primitive_opt::<TimestampMicrosecondType>()?
+        .iter()
+        .flatten()
+        .max()
+}
+
+/// `late_events` rows for `rows` (rows of `table` that were late for `transform`).
+fn late_rows(
+    transform: &str,
+    table: &str,
+    time_column: &str,
+    rows: &RecordBatch,
+    closed_until: i64,
+) -> Result<RecordBatch> {
+    let n = rows.num_rows();
+    let col = |name: &str, t: &DataType| -> Result<ArrayRef> {
+        match rows.column_by_name(name) {
+            Some(c) => Ok(cast(c, t)?),
+            None => Ok(arrow::array::new_null_array(t, n)),
+        }
+    };
+    let ts = paystream_transforms::window::window_time_type();
+    let now = chrono::Utc::now().timestamp_micros();
+    let event_time = col(time_column, &ts)?;
+    let dates: Date32Array = event_time
+        .as_primitive::<TimestampMicrosecondType>()
+        .iter()
+        .map(|t| {
+            let us = t.unwrap_or(now);
+            Some(i32::try_from(us.div_euclid(86_400_000_000)).unwrap_or(0))
+        })
+        .collect();
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(vec![transform; n])),
+        Arc::new(StringArray::from(vec![table; n])),
+        col("event_id", &DataType::Utf8)?,
+        col("event_type", &DataType::Utf8)?,
+        event_time,
+        Arc::new(TimestampMicrosecondArray::from(vec![closed_until; n]).with_timezone("UTC")),
+        col("kafka_topic", &DataType::Utf8)?,
+        col("kafka_partition", &DataType::Int32)?,
+        col("kafka_offset", &DataType::Int64)?,
+        col("kafka_timestamp", &ts)?,
+        Arc::new(TimestampMicrosecondArray::from(vec![now; n]).with_timezone("UTC")),
+        Arc::new(dates),
+    ];
+    let schema = late_events_schema();
+    let batch = RecordBatch::try_new(schema.clone(), columns)
+        .context("building late_events rows (the input table lacks kafka columns?)")?;
+    Ok(concat_batches(&schema, [&batch])?)
+}
