@@ -15,7 +15,7 @@ use crate::cli::{DemoArgs, GenerateArgs};
 use crate::pipeline;
 
 /// The shipped pipeline, which the demo runs as it is.
-const DEFAULT_PIPELINE: &str = include_str!("../pipelines.toml");
+pub(crate) const DEFAULT_PIPELINE: &str = include_str!("../pipelines.toml");
 
 async fn ctrl_c() {
     // If signals cannot be installed, only --count or the process ending stops production.
@@ -133,6 +133,7 @@ pub async fn demo(args: DemoArgs) -> Result<ExitCode> {
          Query it:\n  \
          paystream query --lake {lake} \"SELECT currency, count(*) AS payments, sum(amount_minor) AS amount_minor FROM payments GROUP BY currency ORDER BY 2 DESC\"\n  \
          paystream query --lake {lake} \"SELECT error_kind, count(*) FROM dlq GROUP BY 1\"\n  \
+         paystream query --lake {lake} \"SELECT window_start, currency, authorized, rejected, authorization_rate FROM payment_decisions ORDER BY window_start DESC, currency LIMIT 10\"\n  \
          python -c \"import deltalake; print(deltalake.DeltaTable('{lake}/payments').to_pyarrow_table().num_rows)\"",
         rows = totals.rows,
         commits = totals.commits,

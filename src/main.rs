@@ -15,7 +15,6 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Parser;
 use paystream_core::config::{self, Config, SinkConfig};
-use paystream_core::schema::{DLQ_TABLE, SPANS_TABLE};
 
 use cli::{Cli, Command};
 
@@ -72,6 +71,13 @@ async fn dispatch(command: Command, config: Option<Config>) -> Result<ExitCode> 
     match command {
         Command::Validate(args) => match config::load(&args.config) {
             Ok(cfg) => {
+                let problems = pipeline::check_windows(&cfg).await;
+                if !problems.is_empty() {
+                    for p in &problems {
+                        eprintln!("{p}");
+                    }
+                    return Ok(ExitCode::FAILURE);
+                }
                 println!(
                     "{}: valid ({} source(s), {} transform(s), {} sink(s))",
                     args.config.display(),
@@ -109,9 +115,7 @@ async fn dispatch(command: Command, config: Option<Config>) -> Result<ExitCode> 
                     anyhow::bail!("--serve and [exports]: the pipeline has no delta sink to read");
                 };
                 let location = pipeline::lake_location(sink)?;
-                let mut names: Vec<String> = cfg.schema.tables().map(|t| t.name.clone()).collect();
-                names.push(DLQ_TABLE.to_string());
-                names.push(SPANS_TABLE.to_string());
+                let names = sql::table_names(&cfg);
                 if wants_serve {
                     servers = sql::spawn_servers(
                         &location,

@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use paystream_core::config::SinkConfig;
-use paystream_core::schema::{DLQ_TABLE, SPANS_TABLE};
+use paystream_core::config::{Config, SinkConfig, TransformConfig};
+use paystream_core::schema::{DLQ_TABLE, LATE_EVENTS_TABLE, SPANS_TABLE};
 use paystream_query::export::{export, ExportFormat, ExportStats, ExportTarget};
 use paystream_query::format::{render, Format};
 use paystream_query::schedule::{self, Period, RunOutcome};
@@ -201,14 +201,38 @@ pub fn lake_and_tables(
         (None, Some(d)) => pipeline::lake_location(d)?,
         (None, None) => LakeLocation::resolve("./lake", env_storage_options())?,
     };
-    let schema = match &cfg {
-        Some(c) => c.schema.clone(),
-        None => paystream_core::schema::SchemaSpec::preset()?,
+    let names = match &cfg {
+        Some(c) => table_names(c),
+        None => table_names(&shipped_pipeline()?),
     };
-    let mut names: Vec<String> = schema.tables().map(|t| t.name.clone()).collect();
+    Ok((location, names))
+}
+
+/// The shipped `pipelines.toml` (built in), for the tables a lake written without a pipeline
+/// file of one's own holds.
+fn shipped_pipeline() -> Result<Config> {
+    let env = |name: &str| std::env::var(name).ok();
+    paystream_core::config::from_str(
+        crate::demo::DEFAULT_PIPELINE,
+        "pipelines.toml (built in)",
+        &env,
+    )
+    .map_err(|d| anyhow::anyhow!("{d}"))
+}
+
+/// Every table `cfg`'s pipeline writes: its event tables, `dlq`, `spans`, `late_events` and
+/// its window transforms' result tables.
+pub fn table_names(cfg: &Config) -> Vec<String> {
+    let mut names: Vec<String> = cfg.schema.tables().map(|t| t.name.clone()).collect();
     names.push(DLQ_TABLE.to_string());
     names.push(SPANS_TABLE.to_string());
-    Ok((location, names))
+    names.push(LATE_EVENTS_TABLE.to_string());
+    for t in cfg.transforms.values() {
+        if let TransformConfig::Window(w) = t {
+            names.push(w.table.clone());
+        }
+    }
+    names
 }
 
 pub async fn serve(args: cli::ServeArgs) -> Result<ExitCode> {
@@ -299,7 +323,7 @@ pub async fn spawn_servers(
 pub async fn spawn_exports(
     location: &LakeLocation,
     names: &[String],
-    cfg: &paystream_core::config::Config,
+    cfg: &Config,
     limits: &cli::ServeLimits,
     max_latency: std::time::Duration,
     stop: tokio::sync::watch::Receiver<bool>,

@@ -11,7 +11,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use paystream_core::config::{self, Config, SinkConfig, SourceConfig, StartFrom};
+use paystream_core::config::{
+    self, Config, SinkConfig, SourceConfig, StartFrom, TransformConfig, WindowKind,
+};
 
 const BROKEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/configs/broken");
 const SHIPPED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../pipelines.toml");
@@ -110,7 +112,33 @@ fn the_shipped_pipelines_toml_loads_with_its_defaults() {
     assert_eq!(lake.uri, "./lake");
     assert_eq!(lake.target_file_size, 128 << 20);
     assert_eq!(lake.max_latency, Duration::from_secs(2));
-    assert!(config.transforms.is_empty());
+    // The per-minute business metrics, each a one-minute tumbling window reading the source.
+    let windows: Vec<&str> = config.transforms.keys().map(String::as_str).collect();
+    assert_eq!(
+        windows,
+        [
+            "orders_by_channel",
+            "payment_decisions",
+            "payment_volume",
+            "refunds_per_minute",
+            "rejections_by_reason"
+        ]
+    );
+    for (id, t) in &config.transforms {
+        let TransformConfig::Window(w) = t else {
+            panic!("transforms.{id} is not a window")
+        };
+        assert_eq!(w.inputs, ["kafka"], "{id}");
+        assert_eq!(
+            w.window,
+            WindowKind::Tumbling {
+                size: Duration::from_secs(60)
+            },
+            "{id}"
+        );
+        assert_eq!(w.table, *id);
+        assert!(w.metrics, "{id}");
+    }
     assert_eq!(config.schema.tables.len(), 3);
 
     // And through `load`, with the process environment (KAFKA_BROKERS may be set by CI).

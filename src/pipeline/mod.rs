@@ -11,6 +11,8 @@ mod spans;
 mod window_metrics;
 mod windows;
 
+pub use windows::check as check_windows;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

@@ -103,6 +103,34 @@ fn lake_tables(cfg: &Config) -> Vec<(String, SchemaRef)> {
         .collect()
 }
 
+/// Plan every window transform's SQL against the pipeline's tables, as `paystream run` would:
+/// one message per transform that cannot run (`validate` reports them).
+pub async fn check(cfg: &Config) -> Vec<String> {
+    let tables = lake_tables(cfg);
+    let mut problems = Vec::new();
+    for (id, t) in &cfg.transforms {
+        let TransformConfig::Window(w) = t else {
+            continue;
+        };
+        let kind = match kind_of(id, w) {
+            Ok(k) => k,
+            Err(e) => {
+                problems.push(format!("{}: {e}", cfg.file));
+                continue;
+            }
+        };
+        let options = WindowOptions {
+            kind,
+            time_column: w.time_column.clone(),
+            allowed_lateness: w.allowed_lateness,
+        };
+        if let Err(e) = WindowTransform::try_new(&tables, &w.sql, options).await {
+            problems.push(format!("{}: transforms.{id}.sql: {e}", cfg.file));
+        }
+    }
+    problems
+}
+
 impl Windows {
     /// Open the window transforms reading `source` (the kafka source's id), if any, and
     /// rebuild their open windows from the lake.

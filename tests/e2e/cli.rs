@@ -225,6 +225,42 @@ fn validate_cli() {
         bad.stderr
     );
 
+    // A window whose SQL cannot run is refused by validate, not on the first event.
+    let windows = dir.path().join("windows.toml");
+    let mut text = std::fs::read_to_string(&shipped).unwrap();
+    text.push_str(
+        r#"
+[transforms.bad_column]
+type = "window"
+inputs = ["kafka"]
+window = "tumbling"
+size = "1m"
+sql = "SELECT merchant, count(*) AS n FROM payments GROUP BY merchant"
+
+[transforms.arrival_order]
+type = "window"
+inputs = ["kafka"]
+window = "tumbling"
+size = "1m"
+sql = "SELECT currency, first_value(amount_minor) AS first FROM payments GROUP BY currency"
+"#,
+    );
+    std::fs::write(&windows, text).unwrap();
+    let bad = validate(&windows, dir.path());
+    assert!(!bad.status.success(), "windows that cannot run validated");
+    for needle in [
+        "transforms.bad_column.sql",
+        "merchant",
+        "transforms.arrival_order.sql",
+        "first_value",
+    ] {
+        assert!(
+            bad.stderr.contains(needle),
+            "{needle:?} missing from:\n{}",
+            bad.stderr
+        );
+    }
+
     let syntax = dir.path().join("syntax.toml");
     std::fs::write(
         &syntax,

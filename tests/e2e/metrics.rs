@@ -14,8 +14,6 @@ fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
-/// `GET path` on 127.0.0.1:port: (status, body).
-
 /// The dashboards whose every panel query must return series.
 const DASHBOARDS: [&str; 2] = [
     "dashboards/grafana/pipeline-health.json",

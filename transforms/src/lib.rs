@@ -12,7 +12,7 @@ pub mod window;
 /// Errors of the transforms crate.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("sql transform: {0}")]
+    #[error("{0}")]
     Sql(#[from] datafusion::error::DataFusionError),
     #[error("{0}")]
     Invalid(String),

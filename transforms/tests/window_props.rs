@@ -101,7 +101,7 @@ proptest! {
         let lateness = Duration::from_secs(LATENESS_S as u64);
         let (reference, late_ref) = rt.block_on(async {
             let mut w = common::transform(SQL, kind, lateness).await;
-            common::run(&mut w, &[sorted.clone()]).await
+            common::run(&mut w, std::slice::from_ref(&sorted)).await
         });
         let (shuffled, late) = rt.block_on(async {
             let mut w = common::transform(SQL, kind, lateness).await;
@@ -121,7 +121,7 @@ proptest! {
         let lateness = Duration::from_secs(LATENESS_S as u64);
         let (reference, _) = rt.block_on(async {
             let mut w = common::transform(SQL, kind, lateness).await;
-            common::run(&mut w, &[sorted.clone()]).await
+            common::run(&mut w, std::slice::from_ref(&sorted)).await
         });
         let (shuffled, late) = rt.block_on(async {
             let mut w = common::transform(SQL, kind, lateness).await;
