@@ -8,6 +8,7 @@
 
 mod kafka_sink;
 mod spans;
+mod sql_stages;
 mod window_metrics;
 mod windows;
 

@@ -29,6 +29,7 @@ use paystream_transforms::window::watermark::Watermarks;
 use paystream_transforms::window::{WindowKind, WindowOptions, WindowTransform};
 use tracing::info;
 
+use super::sql_stages::SqlStages;
 use super::window_metrics::{self, Shown};
 use crate::metrics::{PipelineMetrics, TransformLabels};
 
@@ -52,6 +53,8 @@ struct Item {
 /// Every window transform of the pipeline.
 pub(super) struct Windows {
     pipeline: String,
+    /// The sql transforms windows may read.
+    stages: SqlStages,
     items: Vec<Item>,
     watermarks: Watermarks,
     late: LakeTable,
@@ -106,29 +109,60 @@ fn lake_tables(cfg: &Config) -> Vec<(String, SchemaRef)> {
 /// Plan every window transform's SQL against the pipeline's tables, as `paystream run` would:
 /// one message per transform that cannot run (`validate` reports them).
 pub async fn check(cfg: &Config) -> Vec<String> {
-    let tables = lake_tables(cfg);
-    let mut problems = Vec::new();
+    let source = cfg
+        .sources
+        .iter()
+        .find(|(_, s)| matches!(s, paystream_core::config::SourceConfig::Kafka(_)))
+        .map(|(id, _)| id.as_str())
+        .unwrap_or("kafka");
+    let mut tables = lake_tables(cfg);
+    let (stages, mut problems) = SqlStages::plan(cfg, source, &tables).await;
+    tables.extend(stages.outputs());
     for (id, t) in &cfg.transforms {
         let TransformConfig::Window(w) = t else {
             continue;
         };
-        let kind = match kind_of(id, w) {
-            Ok(k) => k,
-            Err(e) => {
-                problems.push(format!("{}: {e}", cfg.file));
-                continue;
-            }
-        };
-        let options = WindowOptions {
-            kind,
-            time_column: w.time_column.clone(),
-            allowed_lateness: w.allowed_lateness,
-        };
-        if let Err(e) = WindowTransform::try_new(&tables, &w.sql, options).await {
-            problems.push(format!("{}: transforms.{id}.sql: {e}", cfg.file));
+        if let Err(e) = plan_window(id, w, source, &stages, &tables).await {
+            problems.push(format!("{}: transforms.{id}: {e:#}", cfg.file));
         }
     }
     problems
+}
+
+/// Plan one window transform over `tables` (the source's and the sql transforms' outputs).
+async fn plan_window(
+    id: &str,
+    w: &WindowTransformConfig,
+    source: &str,
+    stages: &SqlStages,
+    tables: &[(String, SchemaRef)],
+) -> Result<WindowTransform> {
+    let options = WindowOptions {
+        kind: kind_of(id, w)?,
+        time_column: w.time_column.clone(),
+        allowed_lateness: w.allowed_lateness,
+    };
+    let transform = WindowTransform::try_new(tables, &w.sql, options)
+        .await
+        .context("sql")?;
+    let read = transform.input_table();
+    for input in &w.inputs {
+        if input == source {
+            if stages.get(read).is_some() {
+                bail!("sql: reads `{read}`, a sql transform, so `inputs` must name it");
+            }
+        } else if stages.get(input).is_some() {
+            if read != input {
+                bail!("sql: reads `{read}`, but its input is the sql transform `{input}`: write FROM {input}");
+            }
+        } else {
+            bail!(
+                "inputs: a window reads the kafka source `{source}` (its tables by name in FROM) \
+                 or a sql transform reading it"
+            );
+        }
+    }
+    Ok(transform)
 }
 
 impl Windows {
@@ -141,31 +175,20 @@ impl Windows {
         target_file_size: u64,
         metrics: Arc<PipelineMetrics>,
     ) -> Result<Option<Self>> {
-        let tables = lake_tables(cfg);
+        let mut tables = lake_tables(cfg);
+        let (stages, problems) = SqlStages::plan(cfg, source, &tables).await;
+        if let Some(p) = problems.first() {
+            bail!("{p}");
+        }
+        tables.extend(stages.outputs());
         let mut items = Vec::new();
         for (id, t) in &cfg.transforms {
             let TransformConfig::Window(w) = t else {
-                bail!(
-                    "{}: transforms.{id}: sql transforms are not wired into `paystream run` yet; \
-                     put the filtering in the window's own SQL",
-                    cfg.file
-                );
+                continue;
             };
-            if w.inputs.iter().any(|i| i != source) {
-                bail!(
-                    "{}: transforms.{id}.inputs: a window reads the kafka source `{source}` \
-                     (its tables by name in FROM)",
-                    cfg.file
-                );
-            }
-            let options = WindowOptions {
-                kind: kind_of(id, w)?,
-                time_column: w.time_column.clone(),
-                allowed_lateness: w.allowed_lateness,
-            };
-            let transform = WindowTransform::try_new(&tables, &w.sql, options)
+            let transform = plan_window(id, w, source, &stages, &tables)
                 .await
-                .with_context(|| format!("{}: transforms.{id}.sql", cfg.file))?;
+                .map_err(|e| anyhow::anyhow!("{}: transforms.{id}: {e:#}", cfg.file))?;
             let app_id = format!("{}/window/{id}", cfg.pipeline.name);
             let mut results =
                 ResultsTable::open_or_create(location, &w.table, transform.output_schema(), app_id)
@@ -184,6 +207,13 @@ impl Windows {
             });
         }
         if items.is_empty() {
+            if !stages.is_empty() {
+                bail!(
+                    "{}: sql transforms are declared but no window reads them; in `paystream \
+                     run` a sql transform's output feeds window transforms only",
+                    cfg.file
+                );
+            }
             return Ok(None);
         }
         let late = LakeTable::open_or_create(
@@ -197,6 +227,7 @@ impl Windows {
         let emit_every = items.iter().filter_map(|i| i.cfg.emit_every).min();
         let mut w = Self {
             pipeline: cfg.pipeline.name.clone(),
+            stages,
             items,
             watermarks: Watermarks::new(IDLE_PARTITION),
             late,
@@ -212,11 +243,19 @@ impl Windows {
     /// Feed every window the rows already in the lake that belong to windows not yet final in
     /// its results table, so that a restart ends each window with the values it would have had.
     async fn rebuild(&mut self, location: &LakeLocation) -> Result<()> {
-        let names: Vec<String> = self
+        // Each window's rows come from a table of the lake, through its sql transform if any.
+        let sources: Vec<(String, SchemaRef)> = self
             .items
             .iter()
-            .map(|i| i.transform.input_table().to_string())
+            .map(|i| {
+                let read = i.transform.input_table();
+                match self.stages.get(read) {
+                    Some(s) => (s.transform.input().to_string(), s.transform.input_schema()),
+                    None => (read.to_string(), i.transform.input_schema()),
+                }
+            })
             .collect();
+        let names: Vec<String> = sources.iter().map(|(t, _)| t.clone()).collect();
         let lake = match LakeQuery::open(location, &names).await {
             Ok(l) => l,
             // A brand-new lake has nothing to replay.
@@ -225,12 +264,10 @@ impl Windows {
         };
         let present = lake.tables();
         let now = Instant::now();
-        for item in &mut self.items {
-            let table = item.transform.input_table().to_string();
+        for (item, (table, schema)) in self.items.iter_mut().zip(sources) {
             if !present.contains(&table) {
                 continue;
             }
-            let schema = item.transform.input_schema();
             let columns: Vec<String> = schema
                 .fields()
                 .iter()
@@ -241,10 +278,17 @@ impl Windows {
             if let Some(until) = item.committed_until {
                 item.transform.set_closed_until(until);
                 let from = until.saturating_sub(size_us(&item.cfg));
-                sql.push_str(&format!(
-                    " WHERE \"{t}\" >= to_timestamp_micros({from}) AND event_date >= CAST(to_timestamp_micros({from}) AS DATE)",
-                    t = item.cfg.time_column
-                ));
+                let time = &item.cfg.time_column;
+                // Through a sql transform the time column may not exist as such in the table:
+                // then everything is replayed (closed windows' rows are skipped anyway).
+                if schema.field_with_name(time).is_ok() {
+                    sql.push_str(&format!(" WHERE \"{time}\" >= to_timestamp_micros({from})"));
+                    if schema.field_with_name("event_date").is_ok() {
+                        sql.push_str(&format!(
+                            " AND event_date >= CAST(to_timestamp_micros({from}) AS DATE)"
+                        ));
+                    }
+                }
             }
             let batches = lake.sql(&sql).await.with_context(|| {
                 format!(
@@ -254,10 +298,16 @@ impl Windows {
             })?;
             let mut rows = 0;
             for b in &batches {
-                // Rows of windows already final were counted or recorded as late before.
-                item.transform.push(b).await?;
                 self.watermarks.observe(b, &item.cfg.time_column, now);
-                rows += b.num_rows();
+                let fed = match self.stages.get(item.transform.input_table()) {
+                    Some(s) => s.transform.apply(b.clone()).await?,
+                    None => vec![b.clone()],
+                };
+                for f in &fed {
+                    // Rows of windows already final were counted or recorded as late before.
+                    item.transform.push(f).await?;
+                    rows += f.num_rows();
+                }
             }
             info!(transform = %item.id, rows, closed_until = ?item.committed_until, "windows rebuilt from the lake");
         }
@@ -289,15 +339,22 @@ impl Windows {
         ranges: &[OffsetRange],
     ) -> Result<()> {
         let now = Instant::now();
+        // Every table's rows move their partition's watermark, whichever windows read them:
+        // the watermark is the pipeline's.
         for (table, batch) in accepted {
-            // Every table's rows move their partition's watermark, whichever windows read them:
-            // the watermark is the pipeline's.
             let time_column = self
                 .items
                 .iter()
                 .find(|i| i.transform.input_table() == table)
                 .map_or("event_time", |i| i.cfg.time_column.as_str());
             self.watermarks.observe(batch, time_column, now);
+        }
+        let routed = if self.stages.is_empty() {
+            accepted.to_vec()
+        } else {
+            self.stages.route(accepted).await?
+        };
+        for (table, batch) in &routed {
             for item in &mut self.items {
                 if item.transform.input_table() != table {
                     continue;

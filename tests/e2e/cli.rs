@@ -243,16 +243,23 @@ inputs = ["kafka"]
 window = "tumbling"
 size = "1m"
 sql = "SELECT currency, first_value(amount_minor) AS first FROM payments GROUP BY currency"
+
+[transforms.no_position]
+type = "sql"
+inputs = ["kafka"]
+sql = "SELECT currency, event_time FROM payments"
 "#,
     );
     std::fs::write(&windows, text).unwrap();
     let bad = validate(&windows, dir.path());
     assert!(!bad.status.success(), "windows that cannot run validated");
     for needle in [
-        "transforms.bad_column.sql",
+        "transforms.bad_column: sql",
         "merchant",
-        "transforms.arrival_order.sql",
+        "transforms.arrival_order: sql",
         "first_value",
+        "transforms.no_position: sql",
+        "kafka_topic, kafka_partition, kafka_offset",
     ] {
         assert!(
             bad.stderr.contains(needle),

@@ -1,5 +1,5 @@
-//! Window transforms end to end: generated traffic through tansu into a pipeline with a
-//! 5-second tumbling window; its early and final results appear on `/metrics`, late events of
+//! Window transforms end to end: generated traffic through tansu into a pipeline with two
+//! 5-second tumbling windows, one reading the source, one behind a sql transform; their early and final results appear on `/metrics`, late events of
 //! a second burst are counted, and its Delta table holds, for every closed window, exactly
 //! what a GROUP BY over the `payments` table gives (duckdb over `deltalake`), less the events
 //! recorded in `late_events`.
@@ -9,6 +9,38 @@ use std::time::{Duration, Instant};
 use crate::support::{
     free_port, http_get, toml_str, unique, Lake, Proc, Scenario, Topics, E2E_WINDOW,
 };
+
+/// A sql transform deriving a column, and a window reading it.
+const THROUGH_SQL: &str = r#"
+[transforms.authorized]
+type = "sql"
+inputs = ["kafka"]
+sql = "SELECT *, amount_minor >= 10000 AS large FROM payments WHERE event_type = 'PaymentAuthorized'"
+
+[transforms.e2e_large]
+type = "window"
+inputs = ["authorized"]
+window = "tumbling"
+size = "5s"
+allowed_lateness = "1s"
+sql = "SELECT currency, count(*) FILTER (WHERE large) AS large, count(*) AS authorized FROM authorized GROUP BY currency"
+"#;
+
+/// Checks both windows of the test's config against the lake.
+fn check(s: &Scenario) -> (usize, usize) {
+    let (windows, late) = s.check_windows();
+    let (through_sql, _) = s.check_window(
+        "e2e_large",
+        "large, authorized",
+        "count(*) FILTER (WHERE amount_minor >= 10000), count(*)",
+        "event_type = 'PaymentAuthorized'",
+    );
+    assert!(
+        through_sql >= 4,
+        "only {through_sql} windows closed behind the sql transform"
+    );
+    (windows, late)
+}
 
 #[test]
 fn window_results_reach_metrics_and_equal_the_lake() {
@@ -25,7 +57,7 @@ fn window_results_reach_metrics_and_equal_the_lake() {
     let config = s.write_config_with(
         &unique("group"),
         &format!(
-            "\n[metrics]\nlisten = {}\n{E2E_WINDOW}",
+            "\n[metrics]\nlisten = {}\n{E2E_WINDOW}{THROUGH_SQL}",
             toml_str(&format!("127.0.0.1:{port}"))
         ),
     );
@@ -84,7 +116,7 @@ fn window_results_reach_metrics_and_equal_the_lake() {
     run.terminate();
     run.expect_success(Duration::from_secs(60));
 
-    let (windows, late) = s.check_windows();
+    let (windows, late) = check(&s);
     eprintln!("[{}] {windows} closed windows, {late} late events", s.id);
     assert!(windows >= 4, "only {windows} windows closed");
     assert!(
@@ -95,7 +127,7 @@ fn window_results_reach_metrics_and_equal_the_lake() {
     // A restart rebuilds the open windows from the lake and closes them with the same values
     // a single run would have: the check still holds after it.
     s.run_to_idle(&config, events + 5_000);
-    let (again, _) = s.check_windows();
+    let (again, _) = check(&s);
     assert!(
         again >= windows,
         "windows went missing after a restart: {again} < {windows}"

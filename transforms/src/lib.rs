@@ -22,3 +22,25 @@ pub enum Error {
 
 /// Result of the transforms crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The one table the plan scans.
+pub(crate) fn scanned_table(plan: &datafusion::logical_expr::LogicalPlan) -> Result<String> {
+    use datafusion::common::tree_node::TreeNode as _;
+    let mut names = std::collections::BTreeSet::new();
+    plan.apply(|node| {
+        if let datafusion::logical_expr::LogicalPlan::TableScan(scan) = node {
+            names.insert(scan.table_name.table().to_string());
+        }
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    })?;
+    let mut it = names.into_iter();
+    match (it.next(), it.next()) {
+        (Some(one), None) => Ok(one),
+        (None, _) => Err(Error::Invalid(
+            "the SQL reads no table; it must read one input table".into(),
+        )),
+        (Some(a), Some(b)) => Err(Error::Invalid(format!(
+            "the SQL reads several tables ({a}, {b}, …); it must read exactly one"
+        ))),
+    }
+}

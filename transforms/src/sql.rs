@@ -18,6 +18,7 @@ pub struct SqlTransform {
     sql: String,
     schema: SchemaRef,
     options: SQLOptions,
+    output: SchemaRef,
 }
 
 impl SqlTransform {
@@ -28,15 +29,50 @@ impl SqlTransform {
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false);
-        let t = Self {
+        let mut t = Self {
             input: input.to_string(),
             sql: sql.to_string(),
-            schema,
+            schema: schema.clone(),
             options,
+            output: schema,
         };
         let ctx = t.context(Vec::new())?;
-        ctx.sql_with_options(&t.sql, t.options).await?;
+        let df = ctx.sql_with_options(&t.sql, t.options).await?;
+        t.output = Arc::new(df.schema().as_arrow().clone());
         Ok(t)
+    }
+
+    /// Plan `sql` over whichever one of `tables` (name, schema) it reads; fails if it reads
+    /// none or several, or does not plan.
+    pub async fn try_new_over(tables: &[(String, SchemaRef)], sql: &str) -> Result<Self> {
+        let ctx = SessionContext::new();
+        for (name, schema) in tables {
+            let table = MemTable::try_new(schema.clone(), vec![Vec::new()])?;
+            ctx.register_table(name.as_str(), Arc::new(table))?;
+        }
+        let plan = ctx.state().create_logical_plan(sql).await?;
+        let input = crate::scanned_table(&plan)?;
+        let schema = tables
+            .iter()
+            .find(|(n, _)| *n == input)
+            .map(|(_, s)| s.clone())
+            .ok_or_else(|| Error::Invalid(format!("table {input} is not an input")))?;
+        Self::try_new(&input, schema, sql).await
+    }
+
+    /// The schema of the table the statement reads.
+    pub fn input_schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    /// The table the statement reads.
+    pub fn input(&self) -> &str {
+        &self.input
+    }
+
+    /// The schema of what [`Self::apply`] returns.
+    pub fn output_schema(&self) -> SchemaRef {
+        self.output.clone()
     }
 
     fn context(&self, batches: Vec<RecordBatch>) -> Result<SessionContext> {
@@ -48,12 +84,26 @@ impl SqlTransform {
 
     /// Run the statement over one batch.
     pub async fn apply(&self, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
-        if batch.schema() != self.schema {
-            return Err(Error::Invalid(format!(
-                "batch schema differs from the schema {} was planned with",
+        // Same columns, whatever the field metadata says; types the lake reads differently
+        // (string views for strings) are cast back.
+        let columns = batch
+            .columns()
+            .iter()
+            .zip(self.schema.fields())
+            .map(|(c, f)| {
+                if c.data_type() == f.data_type() {
+                    Ok(c.clone())
+                } else {
+                    arrow::compute::cast(c, f.data_type())
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let batch = RecordBatch::try_new(self.schema.clone(), columns).map_err(|e| {
+            Error::Invalid(format!(
+                "batch does not fit the schema {} was planned with: {e}",
                 self.input
-            )));
-        }
+            ))
+        })?;
         let ctx = self.context(vec![batch])?;
         Ok(ctx
             .sql_with_options(&self.sql, self.options)

@@ -417,23 +417,40 @@ impl Scenario {
     /// window, leaving out the events `late_events` lists for it; no window is missing or
     /// written twice. Returns the number of closed windows and of late events.
     pub fn check_windows(&self) -> (usize, usize) {
-        assert_eq!(self.lake, Lake::Local, "check_windows reads a local lake");
-        let results = self.lake_sql(
-            "SELECT epoch_us(window_start), epoch_us(window_end), currency, authorized, rejected, amount_minor \
-             FROM e2e_decisions ORDER BY 1, 3",
-        );
-        let expected = self.lake_sql(
+        self.check_window(
+            "e2e_decisions",
+            "authorized, rejected, amount_minor",
+            "count(*) FILTER (WHERE event_type = 'PaymentAuthorized'), \
+             count(*) FILTER (WHERE event_type = 'PaymentRejected'), sum(amount_minor)",
+            "TRUE",
+        )
+    }
+
+    /// As [`Scenario::check_windows`] for the 5 s tumbling window transform `id` grouped by
+    /// currency: its `columns` must equal `aggregates` over the payments rows matching
+    /// `filter`, window by window.
+    pub fn check_window(
+        &self,
+        id: &str,
+        columns: &str,
+        aggregates: &str,
+        filter: &str,
+    ) -> (usize, usize) {
+        assert_eq!(self.lake, Lake::Local, "check_window reads a local lake");
+        let results = self.lake_sql(&format!(
+            "SELECT epoch_us(window_start), epoch_us(window_end), currency, {columns} \
+             FROM {id} ORDER BY 1, 3"
+        ));
+        let expected = self.lake_sql(&format!(
             "SELECT (epoch_us(event_time) // 5000000) * 5000000 AS ws, \
-                    (epoch_us(event_time) // 5000000) * 5000000 + 5000000, currency, \
-                    count(*) FILTER (WHERE event_type = 'PaymentAuthorized'), \
-                    count(*) FILTER (WHERE event_type = 'PaymentRejected'), \
-                    sum(amount_minor) \
+                    (epoch_us(event_time) // 5000000) * 5000000 + 5000000, currency, {aggregates} \
              FROM payments \
-             WHERE event_id NOT IN (SELECT event_id FROM late_events WHERE transform = 'e2e_decisions') \
+             WHERE ({filter}) \
+               AND event_id NOT IN (SELECT event_id FROM late_events WHERE transform = '{id}') \
              GROUP BY 1, 2, 3 \
-             HAVING ws <= (SELECT max(epoch_us(window_start)) FROM e2e_decisions) \
-             ORDER BY 1, 3",
-        );
+             HAVING ws <= (SELECT max(epoch_us(window_start)) FROM {id}) \
+             ORDER BY 1, 3"
+        ));
         let windows: std::collections::BTreeSet<&str> = results
             .lines()
             .filter_map(|l| l.split(',').next())
@@ -444,13 +461,15 @@ impl Scenario {
             let only_a: Vec<&&str> = a.iter().filter(|l| !b.contains(l)).take(10).collect();
             let only_b: Vec<&&str> = b.iter().filter(|l| !a.contains(l)).take(10).collect();
             panic!(
-                "window results differ from the lake ({} rows against {}):\n only in results: {only_a:?}\n only in a GROUP BY of payments: {only_b:?}",
+                "{id}: window results differ from the lake ({} rows against {}):\n only in results: {only_a:?}\n only in a GROUP BY of payments: {only_b:?}",
                 a.len(),
                 b.len()
             );
         }
         let late = self
-            .lake_sql("SELECT count(*) FROM late_events WHERE transform = 'e2e_decisions'")
+            .lake_sql(&format!(
+                "SELECT count(*) FROM late_events WHERE transform = '{id}'"
+            ))
             .trim()
             .parse()
             .unwrap_or_else(|e| panic!("late_events count: {e}"));

@@ -8,7 +8,6 @@
 //! `window_start` column is added to the input tables and made the first group key, so every
 //! aggregate is per window without the SQL having to say so.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -119,7 +118,7 @@ impl Planned {
             .sql_with_options(sql, options)
             .await?
             .into_unoptimized_plan();
-        let table = scanned_table(&logical)?;
+        let table = crate::scanned_table(&logical)?;
         let logical = add_window_key(logical)?;
         let root = ctx.state().create_physical_plan(&logical).await?;
 
@@ -236,27 +235,6 @@ fn with_window_column(schema: &SchemaRef) -> SchemaRef {
         false,
     )));
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
-}
-
-/// The one table the plan scans.
-fn scanned_table(plan: &LogicalPlan) -> Result<String> {
-    let mut names = BTreeSet::new();
-    plan.apply(|node| {
-        if let LogicalPlan::TableScan(scan) = node {
-            names.insert(scan.table_name.table().to_string());
-        }
-        Ok(TreeNodeRecursion::Continue)
-    })?;
-    let mut it = names.into_iter();
-    match (it.next(), it.next()) {
-        (Some(one), None) => Ok(one),
-        (None, _) => Err(Error::Invalid(
-            "the window's SQL reads no table; it must aggregate one input table".into(),
-        )),
-        (Some(a), Some(b)) => Err(Error::Invalid(format!(
-            "the window's SQL reads several tables ({a}, {b}, …); it must aggregate exactly one"
-        ))),
-    }
 }
 
 /// Make the window start the first group key of the (single) aggregation and carry it through
