@@ -61,7 +61,8 @@ pub(super) struct Windows {
     metrics: Arc<PipelineMetrics>,
     emit_every: Option<Duration>,
     last_emit: Instant,
-    /// Newest event time (µs) of each batch pushed since the last emission, for freshness.
+    /// Per batch pushed since the last emission, its oldest on-time event time (µs), for the
+    /// freshness histogram.
     pushed_times: Vec<i64>,
 }
 
@@ -376,8 +377,8 @@ impl Windows {
                         })
                         .inc_by(n);
                 }
-                if let Some(max) = max_time(batch, &item.cfg.time_column) {
-                    self.pushed_times.push(max);
+                if let Some(t) = oldest_on_time(batch, &item.cfg.time_column, &item.cfg) {
+                    self.pushed_times.push(t);
                 }
             }
         }
@@ -528,12 +529,16 @@ fn newest_window(batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
     Ok(out)
 }
 
-fn max_time(batch: &RecordBatch, column: &str) -> Option<i64> {
-    let col = batch.column_by_name(column)?;
-    col.as_primitive_opt::<TimestampMicrosecondType>()?
-        .iter()
-        .flatten()
-        .max()
+/// For freshness: the oldest event time of `batch` that is within the allowed lateness of its
+/// newest (late events would measure how late they were, not how fresh the metrics are).
+fn oldest_on_time(batch: &RecordBatch, column: &str, cfg: &WindowTransformConfig) -> Option<i64> {
+    let times = batch
+        .column_by_name(column)?
+        .as_primitive_opt::<TimestampMicrosecondType>()?;
+    let newest = times.iter().flatten().max()?;
+    let lateness = i64::try_from(cfg.allowed_lateness.as_micros()).unwrap_or(i64::MAX);
+    let floor = newest.saturating_sub(lateness);
+    times.iter().flatten().filter(|t| *t >= floor).min()
 }
 
 /// `late_events` rows for `rows` (rows of `table` that were late for `transform`).
