@@ -16,12 +16,33 @@ use paystream_transforms::window::{WINDOW_END, WINDOW_START};
 pub(super) struct Shown<'a> {
     pub id: &'a str,
     pub max_series: usize,
+    /// Result columns that are group keys: labels even when numeric.
+    pub keys: &'a [String],
     /// (value of the `window` label, result rows).
     pub windows: Vec<(&'static str, &'a [RecordBatch])>,
 }
 
-fn is_value(t: &DataType) -> bool {
-    t.is_numeric()
+/// A numeric column that is not a group key holds values; everything else labels them.
+fn is_value(name: &str, t: &DataType, keys: &[String]) -> bool {
+    t.is_numeric() && !keys.iter().any(|k| k == name)
+}
+
+/// The label name of result column `name`: `window` is ours, so a column of that name is
+/// `window_key`.
+fn label_name(name: &str) -> String {
+    match metric_part(name) {
+        w if w == "window" => "window_key".to_string(),
+        other => other,
+    }
+}
+
+/// A sample value as OpenMetrics spells it.
+fn sample(v: f64) -> String {
+    if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.to_string()
+    } else {
+        v.to_string()
+    }
 }
 
 /// A name made of `[a-zA-Z0-9_]`.
@@ -56,11 +77,13 @@ pub(super) fn render(shown: &[Shown<'_>]) -> (String, Vec<(String, usize)>) {
         let labels: Vec<usize> = (0..schema.fields().len())
             .filter(|&i| {
                 let f = schema.field(i);
-                f.name() != WINDOW_START && f.name() != WINDOW_END && !is_value(f.data_type())
+                f.name() != WINDOW_START
+                    && f.name() != WINDOW_END
+                    && !is_value(f.name(), f.data_type(), t.keys)
             })
             .collect();
         for (col, field) in schema.fields().iter().enumerate() {
-            if !is_value(field.data_type()) {
+            if !is_value(field.name(), field.data_type(), t.keys) {
                 continue;
             }
             let name = format!(
@@ -103,7 +126,7 @@ pub(super) fn render(shown: &[Shown<'_>]) -> (String, Vec<(String, usize)>) {
                             let _ = write!(
                                 set,
                                 "{}=\"{}\",",
-                                metric_part(schema.field(i).name()),
+                                label_name(schema.field(i).name()),
                                 escape(&v)
                             );
                         }
@@ -113,7 +136,7 @@ pub(super) fn render(shown: &[Shown<'_>]) -> (String, Vec<(String, usize)>) {
                             continue;
                         }
                         if seen.insert(set.clone()) {
-                            let _ = writeln!(out, "{name}{{{set}}} {}", values.value(row));
+                            let _ = writeln!(out, "{name}{{{set}}} {}", sample(values.value(row)));
                         }
                     }
                 }
@@ -165,6 +188,7 @@ mod tests {
         let (text, dropped) = render(&[Shown {
             id: "per-minute",
             max_series: 3,
+            keys: &[],
             windows: vec![("current", &current), ("last", &last)],
         }]);
         assert!(
@@ -190,5 +214,49 @@ mod tests {
         assert_eq!(dropped, vec![("per-minute".to_string(), 1)]);
         // Window bounds are not values.
         assert!(!text.contains("window_start"), "{text}");
+    }
+}
+
+#[cfg(test)]
+mod key_tests {
+    #![allow(clippy::unwrap_used)]
+    use std::sync::Arc;
+
+    use arrow::array::{Float64Array, Int64Array};
+    use arrow::datatypes::{Field, Schema};
+
+    use super::*;
+
+    #[test]
+    fn numeric_group_keys_are_labels_and_infinities_are_spelled_out() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("merchant_id", DataType::Int64, false),
+            Field::new("window", DataType::Int64, false),
+            Field::new("ratio", DataType::Float64, false),
+        ]));
+        let b = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(vec![7, 8])),
+                Arc::new(Int64Array::from(vec![1, 1])),
+                Arc::new(Float64Array::from(vec![f64::INFINITY, 0.5])),
+            ],
+        )
+        .unwrap();
+        let keys = ["merchant_id".to_string(), "window".to_string()];
+        let (text, _) = render(&[Shown {
+            id: "w",
+            max_series: 10,
+            keys: &keys,
+            windows: vec![("last", std::slice::from_ref(&b))],
+        }]);
+        assert!(
+            text.contains(
+                "paystream_window_w_ratio{merchant_id=\"7\",window_key=\"1\",window=\"last\"} +Inf"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("merchant_id=\"8\""), "{text}");
+        assert!(!text.contains("paystream_window_w_merchant_id"), "{text}");
     }
 }

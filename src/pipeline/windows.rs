@@ -3,9 +3,9 @@
 //! rebuilding their open windows from the lake on start.
 //!
 //! Exactly-once, across crashes: a row reaches the windows only once its table has accepted it
-//! (rows the table already held are filtered out before), and a commit goes in three steps:
-//! late events first, then the event tables, then each window's final results with the window
-//! end up to which they are final. After a crash, the results table says which windows were
+//! (rows the table already held are filtered out before), and a commit goes in four steps:
+//! close the windows the watermark passed, commit late events, then the event tables, then
+//! each window's final results with the window end up to which they are final. After a crash, the results table says which windows were
 //! written; every later window is rebuilt from the rows already in the lake, and Kafka
 //! resumes right after them. See docs/DESIGN-NOTES.md, "Windows".
 
@@ -36,6 +36,18 @@ use crate::metrics::{PipelineMetrics, TransformLabels};
 /// A partition silent this long stops holding the watermark back.
 const IDLE_PARTITION: Duration = Duration::from_secs(10);
 
+/// How often windows are looked at when no early results are asked for.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+
+/// Event times further than this ahead of the wall clock do not move the watermark.
+const MAX_CLOCK_SKEW: Duration = Duration::from_secs(15 * 60);
+
+/// Wall clock plus [`MAX_CLOCK_SKEW`], µs.
+fn horizon() -> i64 {
+    let skew = i64::try_from(MAX_CLOCK_SKEW.as_micros()).unwrap_or(i64::MAX);
+    chrono::Utc::now().timestamp_micros().saturating_add(skew)
+}
+
 struct Item {
     id: String,
     cfg: WindowTransformConfig,
@@ -48,6 +60,8 @@ struct Item {
     current: Vec<RecordBatch>,
     /// Up to where the results table holds final results.
     committed_until: Option<i64>,
+    /// The result columns that are group keys.
+    keys: Vec<String>,
 }
 
 /// Every window transform of the pipeline.
@@ -56,7 +70,9 @@ pub(super) struct Windows {
     /// The sql transforms windows may read.
     stages: SqlStages,
     items: Vec<Item>,
-    watermarks: Watermarks,
+    /// One watermark per time column the windows use: a window on `ingest_time` must not be
+    /// closed by `event_time`'s progress.
+    watermarks: BTreeMap<String, Watermarks>,
     late: LakeTable,
     metrics: Arc<PipelineMetrics>,
     emit_every: Option<Duration>,
@@ -196,6 +212,7 @@ impl Windows {
                     .await
                     .with_context(|| format!("transforms.{id}: opening table {}", w.table))?;
             let committed_until = results.closed_until().await?;
+            let keys = transform.key_columns();
             items.push(Item {
                 id: id.clone(),
                 cfg: w.clone(),
@@ -205,6 +222,7 @@ impl Windows {
                 last: Vec::new(),
                 current: Vec::new(),
                 committed_until,
+                keys,
             });
         }
         if items.is_empty() {
@@ -226,11 +244,15 @@ impl Windows {
         .await
         .context("opening the late_events table")?;
         let emit_every = items.iter().filter_map(|i| i.cfg.emit_every).min();
+        let watermarks = items
+            .iter()
+            .map(|i| (i.cfg.time_column.clone(), Watermarks::new(IDLE_PARTITION)))
+            .collect();
         let mut w = Self {
             pipeline: cfg.pipeline.name.clone(),
             stages,
             items,
-            watermarks: Watermarks::new(IDLE_PARTITION),
+            watermarks,
             late,
             metrics,
             emit_every,
@@ -265,6 +287,7 @@ impl Windows {
         };
         let present = lake.tables();
         let now = Instant::now();
+        let horizon = horizon();
         for (item, (table, schema)) in self.items.iter_mut().zip(sources) {
             if !present.contains(&table) {
                 continue;
@@ -284,7 +307,8 @@ impl Windows {
                 // then everything is replayed (closed windows' rows are skipped anyway).
                 if schema.field_with_name(time).is_ok() {
                     sql.push_str(&format!(" WHERE \"{time}\" >= to_timestamp_micros({from})"));
-                    if schema.field_with_name("event_date").is_ok() {
+                    // event_date is the day of event_time: it prunes only for that column.
+                    if time == "event_time" && schema.field_with_name("event_date").is_ok() {
                         sql.push_str(&format!(
                             " AND event_date >= CAST(to_timestamp_micros({from}) AS DATE)"
                         ));
@@ -299,7 +323,9 @@ impl Windows {
             })?;
             let mut rows = 0;
             for b in &batches {
-                self.watermarks.observe(b, &item.cfg.time_column, now);
+                if let Some(w) = self.watermarks.get_mut(&item.cfg.time_column) {
+                    w.observe(b, &item.cfg.time_column, now, horizon);
+                }
                 let fed = match self.stages.get(item.transform.input_table()) {
                     Some(s) => s.transform.apply(b.clone()).await?,
                     None => vec![b.clone()],
@@ -320,16 +346,20 @@ impl Windows {
     pub(super) async fn resume(&mut self, partitions: &[PartitionKey]) -> Result<()> {
         self.late.load_offsets(&self.pipeline, partitions).await?;
         let now = Instant::now();
-        for p in partitions {
-            self.watermarks.assign(&p.topic, p.partition, now);
+        for w in self.watermarks.values_mut() {
+            for p in partitions {
+                w.assign(&p.topic, p.partition, now);
+            }
         }
         Ok(())
     }
 
     /// Forget revoked partitions in the watermark.
     pub(super) fn revoke(&mut self, partitions: &[(String, i32)]) {
-        for (t, p) in partitions {
-            self.watermarks.remove(t, *p);
+        for w in self.watermarks.values_mut() {
+            for (t, p) in partitions {
+                w.remove(t, *p);
+            }
         }
     }
 
@@ -340,15 +370,13 @@ impl Windows {
         ranges: &[OffsetRange],
     ) -> Result<()> {
         let now = Instant::now();
-        // Every table's rows move their partition's watermark, whichever windows read them:
-        // the watermark is the pipeline's.
-        for (table, batch) in accepted {
-            let time_column = self
-                .items
-                .iter()
-                .find(|i| i.transform.input_table() == table)
-                .map_or("event_time", |i| i.cfg.time_column.as_str());
-            self.watermarks.observe(batch, time_column, now);
+        // Every table's rows move their partition's watermarks, whichever windows read them:
+        // the watermark is the pipeline's, one per time column.
+        let horizon = horizon();
+        for (_, batch) in accepted {
+            for (column, w) in &mut self.watermarks {
+                w.observe(batch, column, now, horizon);
+            }
         }
         let routed = if self.stages.is_empty() {
             accepted.to_vec()
@@ -387,18 +415,19 @@ impl Windows {
 
     /// Whether a commit now would close some window (the watermark moved far enough).
     pub(super) fn would_close(&self) -> bool {
-        let Some(wm) = self.watermarks.current(Instant::now()) else {
-            return false;
-        };
+        let now = Instant::now();
         self.items.iter().any(|i| {
-            let lateness = i64::try_from(i.cfg.allowed_lateness.as_micros()).unwrap_or(i64::MAX);
-            wm.saturating_sub(lateness) > i.transform.closed_until() && i.transform.groups() > 0
+            self.watermarks
+                .get(&i.cfg.time_column)
+                .and_then(|w| w.current(now))
+                .is_some_and(|wm| i.transform.would_close(wm))
         })
     }
 
-    /// When early results are due next.
+    /// When the sink loop should next wake for the windows: early results are due, or (when
+    /// they are off) a periodic look at whether idle partitions let windows close.
     pub(super) fn next_emit(&self) -> Option<Instant> {
-        self.emit_every.map(|e| self.last_emit + e)
+        Some(self.last_emit + self.emit_every.unwrap_or(IDLE_CHECK))
     }
 
     /// Publish the open windows' current values (early results) on `/metrics`.
@@ -415,20 +444,32 @@ impl Windows {
         Ok(())
     }
 
-    /// Close windows the watermark passed (step 0 of a commit).
+    /// Close windows the watermark passed (step 1 of a commit).
     pub(super) async fn advance(&mut self) -> Result<()> {
-        let Some(wm) = self.watermarks.current(Instant::now()) else {
-            return Ok(());
-        };
-        let delay = (chrono::Utc::now().timestamp_micros() - wm) as f64 / 1e6;
-        self.metrics.watermark_delay_seconds.set(delay.max(0.0));
+        let now = Instant::now();
+        let wall = chrono::Utc::now().timestamp_micros();
         let mut closed = false;
+        let mut delay: Option<i64> = None;
         for item in &mut self.items {
+            let Some(wm) = self
+                .watermarks
+                .get(&item.cfg.time_column)
+                .and_then(|w| w.current(now))
+            else {
+                continue;
+            };
+            let behind = wall.saturating_sub(wm);
+            delay = Some(delay.map_or(behind, |d| d.max(behind)));
             if let Some(r) = item.transform.advance(wm).await? {
                 item.last = newest_window(r.batches.clone())?;
                 item.pending_final.extend(r.batches);
                 closed = true;
             }
+        }
+        if let Some(d) = delay {
+            self.metrics
+                .watermark_delay_seconds
+                .set(d.max(0) as f64 / 1e6);
         }
         if closed {
             self.publish();
@@ -436,7 +477,7 @@ impl Windows {
         Ok(())
     }
 
-    /// Commit late events with the offsets the lake is about to commit (step 1).
+    /// Commit late events with the offsets the lake is about to commit (step 2).
     pub(super) async fn commit_late(
         &mut self,
         pending: &BTreeMap<PartitionKey, i64>,
@@ -448,7 +489,7 @@ impl Windows {
         Ok(())
     }
 
-    /// Commit each window's final results with how far they are final (step 3).
+    /// Commit each window's final results with how far they are final (step 4).
     pub(super) async fn commit_results(&mut self) -> Result<()> {
         for item in &mut self.items {
             let until = item.transform.closed_until();
@@ -480,7 +521,7 @@ impl Windows {
         for t in self.pushed_times.drain(..) {
             self.metrics
                 .event_to_metric_seconds
-                .observe(((now_us - t).max(0) as f64) / 1e6);
+                .observe((now_us.saturating_sub(t).max(0) as f64) / 1e6);
         }
         let shown: Vec<Shown<'_>> = self
             .items
@@ -489,6 +530,7 @@ impl Windows {
             .map(|i| Shown {
                 id: &i.id,
                 max_series: i.cfg.max_series,
+                keys: &i.keys,
                 windows: vec![("current", &i.current[..]), ("last", &i.last[..])],
             })
             .collect();

@@ -234,10 +234,8 @@ impl LakeTable {
         self.writer.buffer_len()
     }
 
-    /// Stream `batch` into the table's open files, minus rows the table already holds.
-    /// Returns the number of rows kept.
-    /// Buffer `batch` for the next commit, minus the rows this table already holds; returns
-    /// the rows buffered (in the table's schema).
+    /// Stream `batch` into the table's open files, minus the rows the table already holds;
+    /// returns the rows kept (in the table's schema).
     pub async fn write(
         &mut self,
         batch: RecordBatch,

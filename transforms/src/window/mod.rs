@@ -56,6 +56,15 @@ impl WindowKind {
     }
 }
 
+/// The start of the earliest window of length `size` (every `slide`) holding time `t`, if all
+/// of that time's windows fit in i64 microseconds.
+fn first_window(t: i64, size: i64, slide: i64) -> Option<i64> {
+    let last = t.div_euclid(slide).checked_mul(slide)?;
+    let first = last.checked_sub(size)?.checked_add(slide)?;
+    last.checked_add(size)?;
+    Some(first)
+}
+
 fn micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX).max(1)
 }
@@ -197,19 +206,23 @@ impl WindowTransform {
                 late.push(row);
                 continue;
             };
-            let last = t.div_euclid(slide) * slide;
-            let mut start = last - size + slide;
+            // A time whose windows cannot be represented (within a window of the i64 range,
+            // i.e. hundreds of thousands of years away) is reported late, never wrapped.
+            let Some(first) = first_window(t, size, slide) else {
+                late.push(row);
+                continue;
+            };
             // A row that misses any of its windows (hopping) is reported late, so that every
             // row is either in all its windows or in the late rows.
             let mut missed = false;
-            while start <= last {
-                if start.saturating_add(size) > self.closed_until {
+            for k in 0..size / slide {
+                let start = first + k * slide;
+                if start + size > self.closed_until {
                     rows.push(row);
                     starts.push(start);
                 } else {
                     missed = true;
                 }
-                start += slide;
             }
             if missed {
                 late.push(row);
@@ -306,8 +319,7 @@ impl WindowTransform {
     /// Close every window whose end plus the allowed lateness is at or before `watermark`
     /// (µs) and return their final results; `None` when none closed.
     pub async fn advance(&mut self, watermark: i64) -> Result<Option<WindowResults>> {
-        let lateness = i64::try_from(self.options.allowed_lateness.as_micros()).unwrap_or(i64::MAX);
-        let until = watermark.saturating_sub(lateness);
+        let until = self.closable_until(watermark);
         if until <= self.closed_until {
             return Ok(None);
         }
@@ -332,6 +344,35 @@ impl WindowTransform {
             final_results: true,
             batches: self.results(&closed).await?,
         }))
+    }
+
+    /// Up to where windows may close at `watermark`: the watermark less the allowed lateness,
+    /// down to a window end, so that the closed horizon only moves when a window can close.
+    fn closable_until(&self, watermark: i64) -> i64 {
+        let lateness = i64::try_from(self.options.allowed_lateness.as_micros()).unwrap_or(i64::MAX);
+        let slide = self.options.kind.slide_us();
+        // Window ends are whole multiples of the slide (the size is one).
+        watermark
+            .saturating_sub(lateness)
+            .div_euclid(slide)
+            .saturating_mul(slide)
+    }
+
+    /// Whether [`Self::advance`] at `watermark` would close a window holding groups.
+    pub fn would_close(&self, watermark: i64) -> bool {
+        self.state.len() > 0 && self.closable_until(watermark) > self.closed_until
+    }
+
+    /// The names of the group keys (after the window start), as the aggregation names them:
+    /// the result columns of that name are keys even when numeric.
+    pub fn key_columns(&self) -> Vec<String> {
+        self.planned
+            .group_schema
+            .fields()
+            .iter()
+            .skip(1)
+            .map(|f| f.name().clone())
+            .collect()
     }
 
     /// The current results of every open window (early results); empty when none is open.
@@ -442,4 +483,20 @@ fn append_window(batch: &RecordBatch, starts: Vec<i64>, schema: &SchemaRef) -> R
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(RecordBatch::try_new(schema.clone(), conformed)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_window;
+
+    #[test]
+    fn windows_of_extreme_times_are_refused_not_wrapped() {
+        assert_eq!(first_window(125, 60, 60), Some(120));
+        assert_eq!(first_window(-1, 60, 60), Some(-60));
+        assert_eq!(first_window(125, 60, 20), Some(80));
+        // The window holding i64::MAX would end past it; the one holding i64::MIN would
+        // start before it.
+        assert_eq!(first_window(i64::MAX, 60, 60), None);
+        assert_eq!(first_window(i64::MIN, 60, 60), None);
+    }
 }

@@ -29,7 +29,10 @@ impl Watermarks {
 
     /// Record the event times of `batch` (its `time_column`, per `kafka_topic` /
     /// `kafka_partition` when it has them, else as one partition), seen at `now`.
-    pub fn observe(&mut self, batch: &RecordBatch, time_column: &str, now: Instant) {
+    ///
+    /// Times beyond `horizon` (µs; the wall clock plus the skew tolerated) are left out: one
+    /// event stamped decades ahead would otherwise close every window for good.
+    pub fn observe(&mut self, batch: &RecordBatch, time_column: &str, now: Instant, horizon: i64) {
         let Some(times) = batch
             .column_by_name(time_column)
             .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
@@ -44,7 +47,7 @@ impl Watermarks {
             .and_then(|c| c.as_primitive_opt::<Int32Type>());
         let mut local: HashMap<(&str, i32), i64> = HashMap::new();
         for i in 0..batch.num_rows() {
-            if times.is_null(i) {
+            if times.is_null(i) || times.value(i) > horizon {
                 continue;
             }
             let key = match (topics, parts) {
@@ -139,26 +142,30 @@ mod tests {
             &batch(&[("p", 0, 500), ("p", 1, 100), ("p", 0, 300)]),
             "event_time",
             t0,
+            i64::MAX,
         );
         assert_eq!(w.current(t0), Some(100));
         // Partition 0 moves on; partition 1 stays silent past the idle timeout.
         let t1 = t0 + Duration::from_secs(11);
-        w.observe(&batch(&[("p", 0, 900)]), "event_time", t1);
+        w.observe(&batch(&[("p", 0, 900)]), "event_time", t1, i64::MAX);
         assert_eq!(w.current(t1), Some(900));
         // Everyone idle: the largest time seen.
         let t2 = t1 + Duration::from_secs(60);
         assert_eq!(w.current(t2), Some(900));
         // A revoked partition no longer counts; times never go backwards per partition.
-        w.observe(&batch(&[("p", 1, 50)]), "event_time", t2);
+        w.observe(&batch(&[("p", 1, 50)]), "event_time", t2, i64::MAX);
         assert_eq!(w.current(t2), Some(100));
         w.remove("p", 1);
         assert_eq!(w.current(t2), Some(900));
         // A newly assigned partition holds it back until it delivers or idles.
         w.assign("p", 2, t2);
         assert_eq!(w.current(t2), None);
-        w.observe(&batch(&[("p", 2, 950)]), "event_time", t2);
+        w.observe(&batch(&[("p", 2, 950)]), "event_time", t2, i64::MAX);
         assert_eq!(w.current(t2), Some(950));
         w.assign("p", 3, t2);
+        assert_eq!(w.current(t2 + Duration::from_secs(11)), Some(950));
+        // Beyond the horizon: not counted (once p3 idles, p2's 950 is the newest).
+        w.observe(&batch(&[("p", 2, 5_000)]), "event_time", t2, 1_000);
         assert_eq!(w.current(t2 + Duration::from_secs(11)), Some(950));
     }
 }
