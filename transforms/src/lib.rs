@@ -44,3 +44,26 @@ pub(crate) fn scanned_table(plan: &datafusion::logical_expr::LogicalPlan) -> Res
         ))),
     }
 }
+
+/// `columns` as a batch of `schema`, each cast to its field's type where it differs (the lake
+/// reads strings as string views, the decoder writes dictionaries).
+pub(crate) fn conform(
+    columns: Vec<arrow::array::ArrayRef>,
+    schema: &arrow::datatypes::SchemaRef,
+) -> Result<arrow::record_batch::RecordBatch> {
+    let conformed = columns
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| {
+            if c.data_type() == f.data_type() {
+                Ok(c.clone())
+            } else {
+                arrow::compute::cast(c, f.data_type())
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(arrow::record_batch::RecordBatch::try_new(
+        schema.clone(),
+        conformed,
+    )?)
+}

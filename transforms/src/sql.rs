@@ -86,19 +86,7 @@ impl SqlTransform {
     pub async fn apply(&self, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
         // Same columns, whatever the field metadata says; types the lake reads differently
         // (string views for strings) are cast back.
-        let columns = batch
-            .columns()
-            .iter()
-            .zip(self.schema.fields())
-            .map(|(c, f)| {
-                if c.data_type() == f.data_type() {
-                    Ok(c.clone())
-                } else {
-                    arrow::compute::cast(c, f.data_type())
-                }
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let batch = RecordBatch::try_new(self.schema.clone(), columns).map_err(|e| {
+        let batch = crate::conform(batch.columns().to_vec(), &self.schema).map_err(|e| {
             Error::Invalid(format!(
                 "batch does not fit the schema {} was planned with: {e}",
                 self.input

@@ -7,13 +7,13 @@ use std::sync::Arc;
 
 use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::arrow::record_batch::RecordBatch;
-use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
-use deltalake::kernel::{Action, StructType, Transaction};
+use deltalake::kernel::{Action, Transaction};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
-use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
+use deltalake::{DeltaTable, DeltaTableError};
 
+use super::table::open_or_create_table;
 use super::LakeLocation;
 use crate::{Error, Result};
 
@@ -34,25 +34,14 @@ impl ResultsTable {
         schema: SchemaRef,
         app_id: String,
     ) -> Result<Self> {
-        let delta_err = |source| Error::Delta {
-            table: name.to_string(),
-            source,
-        };
-        let url = location.table(name)?;
-        let mut table = DeltaTableBuilder::from_url(url.clone())
-            .map_err(delta_err)?
-            .with_storage_options(location.options().clone())
-            .build()
-            .map_err(delta_err)?;
-        if table
-            .verify_deltatable_existence()
-            .await
-            .map_err(delta_err)?
-        {
-            table.load().await.map_err(delta_err)?;
+        let (table, existed) = open_or_create_table(location, name, &schema, None).await?;
+        if existed {
             let existing: Vec<String> = table
                 .snapshot()
-                .map_err(delta_err)?
+                .map_err(|source| Error::Delta {
+                    table: name.to_string(),
+                    source,
+                })?
                 .schema()
                 .fields()
                 .map(|f| f.name().clone())
@@ -62,25 +51,12 @@ impl ResultsTable {
                 return Err(Error::Schema {
                     table: name.to_string(),
                     message: format!(
-                        "holds columns {:?}, but the window's SQL now produces {:?}; write the \
-                         results to a new table (the transform's `table` key)",
-                        existing, wanted
+                        "holds columns {existing:?}, but the window's SQL now produces \
+                         {wanted:?}; write the results to a new table (the transform's `table` \
+                         key)"
                     ),
                 });
             }
-        } else {
-            let kernel: StructType = schema
-                .clone()
-                .try_into_kernel()
-                .map_err(|e| delta_err(DeltaTableError::from(e)))?;
-            table = deltalake::operations::create::CreateBuilder::new()
-                .with_location(url.as_str())
-                .with_storage_options(location.options().clone())
-                .with_table_name(name)
-                .with_columns(kernel.fields().cloned())
-                .with_save_mode(SaveMode::Ignore)
-                .await
-                .map_err(delta_err)?;
         }
         Ok(Self {
             name: name.to_string(),

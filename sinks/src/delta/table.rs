@@ -62,6 +62,48 @@ fn lake_schema(schema: &Schema) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
+/// Open the Delta table `name` under `location`, or create it with `schema` (partitioned by
+/// `partition`, if any); says whether it existed.
+pub(super) async fn open_or_create_table(
+    location: &LakeLocation,
+    name: &str,
+    schema: &SchemaRef,
+    partition: Option<&str>,
+) -> Result<(DeltaTable, bool)> {
+    let delta_err = |source| Error::Delta {
+        table: name.to_string(),
+        source,
+    };
+    let url = location.table(name)?;
+    let mut table = DeltaTableBuilder::from_url(url.clone())
+        .map_err(delta_err)?
+        .with_storage_options(location.options().clone())
+        .build()
+        .map_err(delta_err)?;
+    if table
+        .verify_deltatable_existence()
+        .await
+        .map_err(delta_err)?
+    {
+        table.load().await.map_err(delta_err)?;
+        return Ok((table, true));
+    }
+    let kernel: StructType = schema
+        .clone()
+        .try_into_kernel()
+        .map_err(|e| delta_err(DeltaTableError::from(e)))?;
+    let table = deltalake::operations::create::CreateBuilder::new()
+        .with_location(url.as_str())
+        .with_storage_options(location.options().clone())
+        .with_table_name(name)
+        .with_columns(kernel.fields().cloned())
+        .with_partition_columns(partition)
+        .with_save_mode(SaveMode::Ignore)
+        .await
+        .map_err(delta_err)?;
+    Ok((table, false))
+}
+
 /// Columns that repeat few values whatever their Arrow type: worth a Parquet dictionary.
 const LOW_CARDINALITY: &[&str] = &[
     "kafka_topic",
@@ -136,34 +178,9 @@ impl LakeTable {
             table: name.to_string(),
             source,
         };
-        let url = location.table(name)?;
         let lake_schema = lake_schema(&schema);
-        let mut table = DeltaTableBuilder::from_url(url.clone())
-            .map_err(delta_err)?
-            .with_storage_options(location.options().clone())
-            .build()
-            .map_err(delta_err)?;
-        let exists = table
-            .verify_deltatable_existence()
-            .await
-            .map_err(delta_err)?;
-        if exists {
-            table.load().await.map_err(delta_err)?;
-        } else {
-            let kernel: StructType = lake_schema
-                .clone()
-                .try_into_kernel()
-                .map_err(|e| delta_err(DeltaTableError::from(e)))?;
-            table = deltalake::operations::create::CreateBuilder::new()
-                .with_location(url.as_str())
-                .with_storage_options(location.options().clone())
-                .with_table_name(name)
-                .with_columns(kernel.fields().cloned())
-                .with_partition_columns([PARTITION_COLUMN])
-                .with_save_mode(SaveMode::Ignore)
-                .await
-                .map_err(delta_err)?;
-        }
+        let (table, _) =
+            open_or_create_table(location, name, &lake_schema, Some(PARTITION_COLUMN)).await?;
         let writer = RecordBatchWriter::for_table(&table)
             .map_err(delta_err)?
             .with_target_file_size(target_file_size)

@@ -471,18 +471,7 @@ fn append_window(batch: &RecordBatch, starts: Vec<i64>, schema: &SchemaRef) -> R
     columns.push(Arc::new(
         TimestampMicrosecondArray::from(starts).with_timezone("UTC"),
     ));
-    let conformed = columns
-        .iter()
-        .zip(schema.fields())
-        .map(|(c, f)| {
-            if c.data_type() == f.data_type() {
-                Ok(c.clone())
-            } else {
-                cast(c, f.data_type())
-            }
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(RecordBatch::try_new(schema.clone(), conformed)?)
+    crate::conform(columns, schema)
 }
 
 #[cfg(test)]
