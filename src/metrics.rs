@@ -61,6 +61,11 @@ fn latency_buckets() -> impl Iterator<Item = f64> {
     prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 17)
 }
 
+/// Finer buckets around the one-second freshness target than [`latency_buckets`] has.
+const FRESHNESS_BUCKETS: [f64; 16] = [
+    0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0,
+];
+
 fn histogram() -> Histogram {
     Histogram::new(latency_buckets())
 }
@@ -113,7 +118,7 @@ impl PipelineMetrics {
             late_events: Family::default(),
             window_series_dropped: Family::default(),
             watermark_delay_seconds: Gauge::default(),
-            event_to_metric_seconds: histogram(),
+            event_to_metric_seconds: Histogram::new(FRESHNESS_BUCKETS.iter().copied()),
             window_text: std::sync::Mutex::new(String::new()),
             ready: AtomicBool::new(false),
             lag_partitions: std::sync::Mutex::new(Vec::new()),
