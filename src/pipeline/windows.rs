@@ -134,6 +134,7 @@ pub async fn check(cfg: &Config) -> Vec<String> {
         .unwrap_or("kafka");
     let mut tables = lake_tables(cfg);
     let (stages, mut problems) = SqlStages::plan(cfg, source, &tables).await;
+    problems.extend(table_clashes(cfg));
     tables.extend(stages.outputs());
     for (id, t) in &cfg.transforms {
         let TransformConfig::Window(w) = t else {
@@ -141,6 +142,31 @@ pub async fn check(cfg: &Config) -> Vec<String> {
         };
         if let Err(e) = plan_window(id, w, source, &stages, &tables).await {
             problems.push(format!("{}: transforms.{id}: {e:#}", cfg.file));
+        }
+    }
+    problems
+}
+
+/// Window results tables that would land in an event table (`[schema.tables]` may add
+/// names the config parser cannot know) or in another window's table.
+fn table_clashes(cfg: &Config) -> Vec<String> {
+    let mut owners: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut problems = Vec::new();
+    for (id, t) in &cfg.transforms {
+        let TransformConfig::Window(w) = t else {
+            continue;
+        };
+        if cfg.schema.tables().any(|e| e.name == w.table) {
+            problems.push(format!(
+                "{}: transforms.{id}.table: `{}` is an event table; pick another name",
+                cfg.file, w.table
+            ));
+        } else if let Some(other) = owners.insert(w.table.as_str(), id.as_str()) {
+            problems.push(format!(
+                "{}: transforms.{id}.table: `{}` is already the table of transforms.{other}; \
+                 each window needs its own",
+                cfg.file, w.table
+            ));
         }
     }
     problems
@@ -193,7 +219,8 @@ impl Windows {
         metrics: Arc<PipelineMetrics>,
     ) -> Result<Option<Self>> {
         let mut tables = lake_tables(cfg);
-        let (stages, problems) = SqlStages::plan(cfg, source, &tables).await;
+        let (stages, mut problems) = SqlStages::plan(cfg, source, &tables).await;
+        problems.extend(table_clashes(cfg));
         if let Some(p) = problems.first() {
             bail!("{p}");
         }

@@ -248,6 +248,14 @@ sql = "SELECT currency, first_value(amount_minor) AS first FROM payments GROUP B
 type = "sql"
 inputs = ["kafka"]
 sql = "SELECT currency, event_time FROM payments"
+
+[transforms.same_table]
+type = "window"
+inputs = ["kafka"]
+window = "tumbling"
+size = "1m"
+table = "payment_volume"
+sql = "SELECT currency, count(*) AS n FROM payments GROUP BY currency"
 "#,
     );
     std::fs::write(&windows, text).unwrap();
@@ -260,6 +268,7 @@ sql = "SELECT currency, event_time FROM payments"
         "first_value",
         "transforms.no_position: sql",
         "kafka_topic, kafka_partition, kafka_offset",
+        "transforms.same_table.table: `payment_volume` is already the table of transforms.payment_volume",
     ] {
         assert!(
             bad.stderr.contains(needle),

@@ -7,13 +7,11 @@ use std::sync::Arc;
 
 use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::arrow::record_batch::RecordBatch;
-use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, Transaction};
-use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableError};
 
-use super::table::open_or_create_table;
+use super::table::{commit_append, open_or_create_table};
 use super::LakeLocation;
 use crate::{Error, Result};
 
@@ -111,19 +109,7 @@ impl ResultsTable {
             closed_until,
             Some(now),
         )));
-        let snapshot = self.table.snapshot().map_err(|e| self.delta_err(e))?;
-        let operation = DeltaOperation::Write {
-            mode: SaveMode::Append,
-            partition_by: None,
-            predicate: None,
-        };
-        let finalized = CommitBuilder::from(CommitProperties::default())
-            .with_actions(actions)
-            .build(Some(snapshot), self.table.log_store(), operation)
-            .await
-            .map_err(|e| self.delta_err(e))?;
-        self.table
-            .update_incremental(Some(finalized.version()))
+        commit_append(&mut self.table, actions, None)
             .await
             .map_err(|e| self.delta_err(e))?;
         Ok(rows)

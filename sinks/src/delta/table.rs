@@ -104,6 +104,28 @@ pub(super) async fn open_or_create_table(
     Ok((table, false))
 }
 
+/// Commit `actions` (data files and `txn`s) to `table` as one append, and move the handle to
+/// the version written.
+pub(super) async fn commit_append(
+    table: &mut DeltaTable,
+    actions: Vec<Action>,
+    partition: Option<&str>,
+) -> Result<u64, DeltaTableError> {
+    let snapshot = table.snapshot()?;
+    let operation = DeltaOperation::Write {
+        mode: SaveMode::Append,
+        partition_by: partition.map(|p| vec![p.to_string()]),
+        predicate: None,
+    };
+    let finalized = CommitBuilder::from(CommitProperties::default())
+        .with_actions(actions)
+        .build(Some(snapshot), table.log_store(), operation)
+        .await?;
+    let version = finalized.version();
+    table.update_incremental(Some(version)).await?;
+    Ok(version)
+}
+
 /// Columns that repeat few values whatever their Arrow type: worth a Parquet dictionary.
 const LOW_CARDINALITY: &[&str] = &[
     "kafka_topic",
@@ -367,20 +389,7 @@ impl LakeTable {
                 Some(now),
             ))
         }));
-        let snapshot = self.table.snapshot().map_err(|e| self.delta_err(e))?;
-        let operation = DeltaOperation::Write {
-            mode: SaveMode::Append,
-            partition_by: Some(vec![PARTITION_COLUMN.to_string()]),
-            predicate: None,
-        };
-        let finalized = CommitBuilder::from(CommitProperties::default())
-            .with_actions(actions)
-            .build(Some(snapshot), self.table.log_store(), operation)
-            .await
-            .map_err(|e| self.delta_err(e))?;
-        let version = finalized.version();
-        self.table
-            .update_incremental(Some(version))
+        let version = commit_append(&mut self.table, actions, Some(PARTITION_COLUMN))
             .await
             .map_err(|e| self.delta_err(e))?;
         self.last_version = Some(version);

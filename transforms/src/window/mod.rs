@@ -104,6 +104,8 @@ pub struct WindowTransform {
     state: GroupState,
     /// Windows ending at or before this time (µs) are closed: their results are final.
     closed_until: i64,
+    /// The earliest start among the open windows holding groups.
+    min_open_start: Option<i64>,
     output_schema: SchemaRef,
 }
 
@@ -148,6 +150,7 @@ impl WindowTransform {
             options,
             state,
             closed_until: i64::MIN,
+            min_open_start: None,
             output_schema,
         })
     }
@@ -227,6 +230,9 @@ impl WindowTransform {
             if missed {
                 late.push(row);
             }
+        }
+        if let Some(&earliest) = starts.iter().min() {
+            self.min_open_start = Some(self.min_open_start.map_or(earliest, |m| m.min(earliest)));
         }
         if !rows.is_empty() {
             let expanded = if rows.len() == batch.num_rows() && size == slide {
@@ -326,6 +332,7 @@ impl WindowTransform {
         self.closed_until = until;
         let rows = self.state.take()?;
         if rows.len() == 0 {
+            self.min_open_start = None;
             return Ok(None);
         }
         let size = self.options.kind.size_us();
@@ -335,7 +342,9 @@ impl WindowTransform {
             .map(|s| s.map(|s| s.saturating_add(size) <= until))
             .collect();
         let open = arrow::compute::not(&closing)?;
-        self.state.merge(&rows.filter(&open)?)?;
+        let still_open = rows.filter(&open)?;
+        self.min_open_start = still_open.window_starts()?.iter().flatten().min();
+        self.state.merge(&still_open)?;
         let closed = rows.filter(&closing)?;
         if closed.len() == 0 {
             return Ok(None);
@@ -360,7 +369,9 @@ impl WindowTransform {
 
     /// Whether [`Self::advance`] at `watermark` would close a window holding groups.
     pub fn would_close(&self, watermark: i64) -> bool {
-        self.state.len() > 0 && self.closable_until(watermark) > self.closed_until
+        let size = self.options.kind.size_us();
+        self.min_open_start
+            .is_some_and(|s| s.saturating_add(size) <= self.closable_until(watermark))
     }
 
     /// The names of the group keys (after the window start), as the aggregation names them:
