@@ -5,7 +5,7 @@
 //!
 //! Case format (durations in seconds, times in seconds after 2026-01-01T00:00:00Z):
 //! ```text
-//! window = tumbling 60 | hopping 60 20
+//! window = tumbling 60 | hopping 60 20 | session 30
 //! lateness = 5
 //! sql:
 //! SELECT … FROM payments GROUP BY …
@@ -91,6 +91,7 @@ fn parse(path: &Path) -> Case {
                     size: secs(size),
                     slide: secs(slide),
                 },
+                ["session", gap] => WindowKind::Session { gap: secs(gap) },
                 _ => panic!("bad window line {line:?}"),
             });
         } else if let Some(v) = trimmed.strip_prefix("lateness = ") {

@@ -1,6 +1,7 @@
 //! Property tests of windows: however events are split into batches, and however they are
 //! reordered within the allowed lateness, the final results equal those of one batch in time
-//! order; and those equal DataFusion's plain GROUP BY over `date_bin` of the same events.
+//! order; and those equal DataFusion's plain GROUP BY over `date_bin` of the same events (for
+//! sessions, over a sessionization written with `LAG` and a running `SUM`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -91,6 +92,36 @@ async fn oracle(events: &[Ev]) -> Vec<String> {
     common::csv_lines(&batches)
 }
 
+const GAP_S: i64 = 20;
+
+/// Sessions in plain SQL: per key in time order, an event at least a gap after the previous one
+/// starts a session; the running count of starts numbers them.
+async fn session_oracle(events: &[Ev]) -> Vec<String> {
+    let ctx = SessionContext::new();
+    let table = MemTable::try_new(common::schema(), vec![vec![common::batch(events)]]).unwrap();
+    ctx.register_table("payments", Arc::new(table)).unwrap();
+    let sql = format!(
+        "WITH marked AS ( \
+           SELECT *, CASE WHEN CAST(event_time AS BIGINT) - LAG(CAST(event_time AS BIGINT)) \
+               OVER (PARTITION BY currency, merchant_id ORDER BY event_time) < {gap} \
+               THEN 0 ELSE 1 END AS starts \
+           FROM payments), \
+         numbered AS ( \
+           SELECT *, SUM(starts) OVER (PARTITION BY currency, merchant_id ORDER BY event_time, starts DESC \
+               ROWS UNBOUNDED PRECEDING) AS sid \
+           FROM marked) \
+         SELECT min(event_time) AS window_start, max(event_time) + INTERVAL '{GAP_S} seconds' AS window_end, \
+               currency, merchant_id, count(*) AS n, sum(amount_minor) AS total, \
+               min(amount_minor) AS lo, max(amount_minor) AS hi, \
+               count(*) FILTER (WHERE event_type = 'PaymentRejected') AS rejected, \
+               count(DISTINCT rejection_reason) AS reasons \
+         FROM numbered GROUP BY currency, merchant_id, sid",
+        gap = GAP_S * 1_000_000
+    );
+    let batches = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+    common::csv_lines(&batches)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
 
@@ -129,5 +160,25 @@ proptest! {
         });
         prop_assert_eq!(late, 0);
         prop_assert_eq!(shuffled, reference);
+    }
+
+    #[test]
+    fn sessions_split_anyhow_match_one_batch_and_sql((sorted, batches) in arrivals()) {
+        let rt = runtime();
+        let kind = WindowKind::Session { gap: Duration::from_secs(GAP_S as u64) };
+        let lateness = Duration::from_secs(LATENESS_S as u64);
+        let (reference, late_ref) = rt.block_on(async {
+            let mut w = common::transform(SQL, kind, lateness).await;
+            common::run(&mut w, std::slice::from_ref(&sorted)).await
+        });
+        let (shuffled, late) = rt.block_on(async {
+            let mut w = common::transform(SQL, kind, lateness).await;
+            common::run(&mut w, &batches).await
+        });
+        prop_assert_eq!(late_ref, 0);
+        prop_assert_eq!(late, 0);
+        prop_assert_eq!(&shuffled, &reference);
+        let expected = rt.block_on(session_oracle(&sorted));
+        prop_assert_eq!(&reference, &expected);
     }
 }

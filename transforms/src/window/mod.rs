@@ -1,5 +1,5 @@
-//! Windowed aggregations on event time: tumbling and hopping windows whose aggregation is
-//! written in SQL.
+//! Windowed aggregations on event time: tumbling, hopping and session windows whose
+//! aggregation is written in SQL.
 //!
 //! [`WindowTransform`] is fed the rows of its input table as they are committed, assigns each
 //! row to its window(s) by event time, and folds it into mergeable per-group state
@@ -11,8 +11,14 @@
 //!
 //! Results are exact whatever the batch boundaries and the order of rows within the
 //! lateness, because only DataFusion's accumulator states are kept and merging them is exact.
+//!
+//! Session windows ([`session`]) differ in two ways: a session's bounds are known only once it
+//! closes (it grows with each event of its key and may merge with another), and a row is late
+//! when its event time is before the closed horizon, since only then can it touch a session
+//! already closed.
 
 mod plan;
+mod session;
 mod state;
 pub mod watermark;
 
@@ -27,6 +33,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMi
 
 use plan::Planned;
 pub use plan::{window_time_type, WINDOW_END, WINDOW_START};
+use session::Sessions;
 use state::{GroupState, StateRows};
 
 use crate::{Error, Result};
@@ -38,20 +45,18 @@ pub enum WindowKind {
     Tumbling { size: Duration },
     /// Windows of `size` starting every `slide`; an event is in `size / slide` of them.
     Hopping { size: Duration, slide: Duration },
+    /// Per group key, events less than `gap` apart form one window, which ends `gap` after
+    /// its last event.
+    Session { gap: Duration },
 }
 
 impl WindowKind {
-    fn size_us(self) -> i64 {
-        let size = match self {
-            WindowKind::Tumbling { size } | WindowKind::Hopping { size, .. } => size,
-        };
-        micros(size)
-    }
-
-    fn slide_us(self) -> i64 {
+    /// (size, slide) in µs of fixed windows; `None` for sessions.
+    fn fixed(self) -> Option<(i64, i64)> {
         match self {
-            WindowKind::Tumbling { size } => micros(size),
-            WindowKind::Hopping { slide, .. } => micros(slide),
+            WindowKind::Tumbling { size } => Some((micros(size), micros(size))),
+            WindowKind::Hopping { size, slide } => Some((micros(size), micros(slide))),
+            WindowKind::Session { .. } => None,
         }
     }
 }
@@ -106,6 +111,8 @@ pub struct WindowTransform {
     closed_until: i64,
     /// The earliest start among the open windows holding groups.
     min_open_start: Option<i64>,
+    /// The open sessions, for session windows.
+    sessions: Option<Sessions>,
     output_schema: SchemaRef,
 }
 
@@ -145,14 +152,38 @@ impl WindowTransform {
         }
         let output_schema = output_schema(&planned.post_schema())?;
         let state = GroupState::new(planned.group_schema.clone(), planned.aggs.clone())?;
+        let sessions = new_sessions(&options, &planned)?;
         Ok(Self {
             planned,
             options,
             state,
             closed_until: i64::MIN,
             min_open_start: None,
+            sessions,
             output_schema,
         })
+    }
+
+    /// Forget every open window and the closed horizon, as if just created.
+    pub fn reset(&mut self) -> Result<()> {
+        self.state = GroupState::new(self.planned.group_schema.clone(), self.planned.aggs.clone())?;
+        self.sessions = new_sessions(&self.options, &self.planned)?;
+        self.closed_until = i64::MIN;
+        self.min_open_start = None;
+        Ok(())
+    }
+
+    /// Whether these are session windows (whose bounds grow with their events).
+    pub fn is_session(&self) -> bool {
+        self.sessions.is_some()
+    }
+
+    /// The earliest start (µs) among the open windows, if any.
+    pub fn earliest_open_start(&self) -> Option<i64> {
+        match &self.sessions {
+            Some(s) => s.earliest_open_start(self.closed_until),
+            None => self.min_open_start,
+        }
     }
 
     /// The table the SQL reads.
@@ -177,9 +208,18 @@ impl WindowTransform {
     }
 
     /// Treat windows ending at or before `until` (µs) as closed already, e.g. because their
-    /// final results were written before a restart.
-    pub fn set_closed_until(&mut self, until: i64) {
-        self.closed_until = self.closed_until.max(until);
+    /// final results were written before a restart: their state, if any, is dropped without
+    /// results.
+    pub fn set_closed_until(&mut self, until: i64) -> Result<()> {
+        if until <= self.closed_until {
+            return Ok(());
+        }
+        self.closed_until = until;
+        self.split_closed(until)?;
+        if let Some(s) = &mut self.sessions {
+            s.close(until);
+        }
+        Ok(())
     }
 
     /// Groups held over all open windows.
@@ -199,7 +239,9 @@ impl WindowTransform {
             return Ok(None);
         }
         let times = self.times(batch)?;
-        let (size, slide) = (self.options.kind.size_us(), self.options.kind.slide_us());
+        let Some((size, slide)) = self.options.kind.fixed() else {
+            return self.push_sessions(batch, &times).await;
+        };
         let mut rows: Vec<u32> = Vec::with_capacity(batch.num_rows());
         let mut starts: Vec<i64> = Vec::with_capacity(batch.num_rows());
         let mut late: Vec<u32> = Vec::new();
@@ -251,17 +293,48 @@ impl WindowTransform {
                 self.fold(&pre)?;
             }
         }
+        self.late_rows(batch, late)
+    }
+
+    /// [`Self::push`] for sessions: a row is late when its time is before the closed horizon
+    /// (only then can it touch a closed session); the others get their own time as window
+    /// start until [`Self::fold`] puts them in their sessions.
+    async fn push_sessions(
+        &mut self,
+        batch: &RecordBatch,
+        times: &arrow::array::PrimitiveArray<TimestampMicrosecondType>,
+    ) -> Result<Option<LateRows>> {
+        let mut rows: Vec<u32> = Vec::with_capacity(batch.num_rows());
+        let mut late: Vec<u32> = Vec::new();
+        for (i, t) in times.iter().enumerate() {
+            let row = u32::try_from(i).map_err(|_| Error::Invalid("batch too large".into()))?;
+            match t {
+                Some(t) if t >= self.closed_until => rows.push(row),
+                _ => late.push(row),
+            }
+        }
+        if !rows.is_empty() {
+            let taken = if late.is_empty() {
+                batch.clone()
+            } else {
+                take_rows(batch, rows)?
+            };
+            let starts = self.times(&taken)?.values().to_vec();
+            let expanded = append_window(&taken, starts, &self.planned.input_schema)?;
+            for pre in self.planned.run_pre(expanded).await? {
+                self.fold(&pre)?;
+            }
+        }
+        self.late_rows(batch, late)
+    }
+
+    /// The rows `late` of `batch`, as [`LateRows`].
+    fn late_rows(&self, batch: &RecordBatch, late: Vec<u32>) -> Result<Option<LateRows>> {
         if late.is_empty() {
             return Ok(None);
         }
-        let idx = UInt32Array::from(late);
-        let columns = batch
-            .columns()
-            .iter()
-            .map(|c| take(c.as_ref(), &idx, None))
-            .collect::<Result<Vec<_>, _>>()?;
         Ok(Some(LateRows {
-            rows: RecordBatch::try_new(batch.schema(), columns)?,
+            rows: take_rows(batch, late)?,
             closed_until: self.closed_until,
         }))
     }
@@ -290,12 +363,20 @@ impl WindowTransform {
             return Ok(());
         }
         let n = pre.num_rows();
-        let keys = self
+        let mut keys = self
             .planned
             .group_exprs
             .iter()
             .map(|e| e.evaluate(pre)?.into_array(n))
             .collect::<datafusion::common::Result<Vec<_>>>()?;
+        let mut merged = None;
+        if let Some(sessions) = &mut self.sessions {
+            // The window key holds each row's event time; it becomes the row's session id.
+            let times = cast(&keys[0], &DataType::Timestamp(TimeUnit::Microsecond, None))?;
+            let assigned = sessions.assign(times.as_primitive(), &keys[1..])?;
+            keys[0] = Arc::new(TimestampMicrosecondArray::from(assigned.ids).with_timezone("UTC"));
+            merged = Some(assigned.merged).filter(|m| !m.is_empty());
+        }
         let args = self
             .planned
             .aggs
@@ -319,7 +400,21 @@ impl WindowTransform {
                 }
             })
             .collect::<datafusion::common::Result<Vec<_>>>()?;
-        self.state.update(&keys, &args, &filters)
+        self.state.update(&keys, &args, &filters)?;
+        if let Some(merged) = merged {
+            // Sessions that merged: their groups move to the surviving session's id, where
+            // merging the partial states adds them up.
+            let mut rows = self.state.take()?;
+            let ids: TimestampMicrosecondArray = rows
+                .window_starts()?
+                .iter()
+                .map(|id| id.map(|id| merged.get(&id).copied().unwrap_or(id)))
+                .collect::<TimestampMicrosecondArray>()
+                .with_timezone("UTC");
+            rows.keys[0] = Arc::new(ids);
+            self.state.merge(&rows)?;
+        }
+        Ok(())
     }
 
     /// Close every window whose end plus the allowed lateness is at or before `watermark`
@@ -329,49 +424,96 @@ impl WindowTransform {
         if until <= self.closed_until {
             return Ok(None);
         }
+        if self.sessions.as_ref().is_some_and(|s| !s.may_close(until)) {
+            return Ok(None);
+        }
+        let closed = self.split_closed(until)?;
+        let Some(s) = &mut self.sessions else {
+            self.closed_until = until;
+            let Some(closed) = closed else {
+                return Ok(None);
+            };
+            return Ok(Some(WindowResults {
+                final_results: true,
+                batches: self.results(&closed).await?,
+            }));
+        };
+        let Some(closed) = closed else {
+            // Nothing ended after all (the sessions' bound was low): the horizon stays, since
+            // it is also what makes rows late and each move is a commit of results.
+            s.close(until);
+            return Ok(None);
+        };
         self.closed_until = until;
+        // The results need the closing sessions' bounds: forget them only afterwards.
+        let batches = self.results(&closed).await?;
+        if let Some(s) = &mut self.sessions {
+            s.close(until);
+        }
+        Ok(Some(WindowResults {
+            final_results: true,
+            batches,
+        }))
+    }
+
+    /// Take the groups of windows ending at or before `until` out of the state, keeping the
+    /// others; `None` when there are none. Sessions stay known (their bounds are needed for
+    /// the results): the caller forgets them.
+    fn split_closed(&mut self, until: i64) -> Result<Option<StateRows>> {
         let rows = self.state.take()?;
         if rows.len() == 0 {
             self.min_open_start = None;
             return Ok(None);
         }
-        let size = self.options.kind.size_us();
-        let starts = rows.window_starts()?;
-        let closing: BooleanArray = starts
-            .iter()
-            .map(|s| s.map(|s| s.saturating_add(size) <= until))
-            .collect();
+        let ids = rows.window_starts()?;
+        let closing: BooleanArray = match (&self.sessions, self.options.kind.fixed()) {
+            (Some(s), _) => ids
+                .iter()
+                .map(|id| id.map(|id| s.ends_by(id, until)))
+                .collect(),
+            (None, Some((size, _))) => ids
+                .iter()
+                .map(|s| s.map(|s| s.saturating_add(size) <= until))
+                .collect(),
+            (None, None) => {
+                return Err(Error::Invalid(
+                    "internal: session windows without sessions".into(),
+                ))
+            }
+        };
         let open = arrow::compute::not(&closing)?;
         let still_open = rows.filter(&open)?;
-        self.min_open_start = still_open.window_starts()?.iter().flatten().min();
+        if self.sessions.is_none() {
+            self.min_open_start = still_open.window_starts()?.iter().flatten().min();
+        }
         self.state.merge(&still_open)?;
         let closed = rows.filter(&closing)?;
-        if closed.len() == 0 {
-            return Ok(None);
-        }
-        Ok(Some(WindowResults {
-            final_results: true,
-            batches: self.results(&closed).await?,
-        }))
+        Ok((closed.len() > 0).then_some(closed))
     }
 
     /// Up to where windows may close at `watermark`: the watermark less the allowed lateness,
-    /// down to a window end, so that the closed horizon only moves when a window can close.
+    /// for fixed windows down to a window end, so that the closed horizon only moves when a
+    /// window can close.
     fn closable_until(&self, watermark: i64) -> i64 {
         let lateness = i64::try_from(self.options.allowed_lateness.as_micros()).unwrap_or(i64::MAX);
-        let slide = self.options.kind.slide_us();
-        // Window ends are whole multiples of the slide (the size is one).
-        watermark
-            .saturating_sub(lateness)
-            .div_euclid(slide)
-            .saturating_mul(slide)
+        let until = watermark.saturating_sub(lateness);
+        match self.options.kind.fixed() {
+            // Window ends are whole multiples of the slide (the size is one).
+            Some((_, slide)) => until.div_euclid(slide).saturating_mul(slide),
+            None => until,
+        }
     }
 
     /// Whether [`Self::advance`] at `watermark` would close a window holding groups.
     pub fn would_close(&self, watermark: i64) -> bool {
-        let size = self.options.kind.size_us();
-        self.min_open_start
-            .is_some_and(|s| s.saturating_add(size) <= self.closable_until(watermark))
+        let until = self.closable_until(watermark);
+        match (&self.sessions, self.options.kind.fixed()) {
+            (Some(s), _) => until > self.closed_until && s.may_close(until),
+            (None, Some((size, _))) => self
+                .min_open_start
+                .is_some_and(|s| s.saturating_add(size) <= until),
+            (None, None) => false,
+        }
     }
 
     /// The names of the group keys (after the window start), as the aggregation names them:
@@ -397,13 +539,23 @@ impl WindowTransform {
     }
 
     /// Final values of `rows`, run through the SQL above the aggregation window by window
-    /// (so that `ORDER BY … LIMIT` and `HAVING` apply per window).
+    /// (so that `ORDER BY … LIMIT` and `HAVING` apply per window). Sessions, one per key and
+    /// each its own window, go through it together.
     async fn results(&self, rows: &StateRows) -> Result<Vec<RecordBatch>> {
         if rows.len() == 0 {
             return Ok(Vec::new());
         }
         let columns = self.state.evaluate(rows)?;
         let groups = RecordBatch::try_new(self.planned.agg_schema.clone(), columns)?;
+        let mut out = Vec::new();
+        if self.sessions.is_some() {
+            for b in self.planned.run_post(groups).await? {
+                if b.num_rows() > 0 {
+                    out.push(self.finish(&b)?);
+                }
+            }
+            return Ok(out);
+        }
         let starts = groups
             .column(0)
             .as_primitive::<TimestampMicrosecondType>()
@@ -411,7 +563,6 @@ impl WindowTransform {
         let mut distinct: Vec<i64> = starts.iter().flatten().collect();
         distinct.sort_unstable();
         distinct.dedup();
-        let mut out = Vec::new();
         for start in distinct {
             let mask: BooleanArray = starts.iter().map(|s| Some(s == Some(start))).collect();
             let one = arrow::compute::filter_record_batch(&groups, &mask)?;
@@ -424,19 +575,40 @@ impl WindowTransform {
         Ok(out)
     }
 
-    /// Put [`WINDOW_START`] first and [`WINDOW_END`] after it.
+    /// Put [`WINDOW_START`] first and [`WINDOW_END`] after it (for sessions, the window key
+    /// is the session's id until here).
     fn finish(&self, batch: &RecordBatch) -> Result<RecordBatch> {
         let schema = batch.schema();
         let at = schema.index_of(WINDOW_START)?;
-        let start = cast(batch.column(at), &window_time_type())?;
-        let size = self.options.kind.size_us();
-        let end: TimestampMicrosecondArray = start
-            .as_primitive::<TimestampMicrosecondType>()
+        let keys = cast(batch.column(at), &window_time_type())?;
+        let keys = keys.as_primitive::<TimestampMicrosecondType>();
+        let bounds: Vec<Option<(i64, i64)>> = match (&self.sessions, self.options.kind.fixed()) {
+            (Some(s), _) => keys
+                .iter()
+                .map(|id| id.and_then(|id| s.bounds(id)))
+                .collect(),
+            (None, Some((size, _))) => keys
+                .iter()
+                .map(|s| s.map(|s| (s, s.saturating_add(size))))
+                .collect(),
+            (None, None) => Vec::new(),
+        };
+        if bounds.len() != keys.len() || bounds.iter().any(Option::is_none) {
+            return Err(Error::Invalid(
+                "internal: a result row has no window bounds".into(),
+            ));
+        }
+        let start: TimestampMicrosecondArray = bounds
             .iter()
-            .map(|s| s.map(|s| s.saturating_add(size)))
+            .map(|b| b.map(|b| b.0))
             .collect::<TimestampMicrosecondArray>()
             .with_timezone("UTC");
-        let mut columns: Vec<ArrayRef> = vec![start, Arc::new(end)];
+        let end: TimestampMicrosecondArray = bounds
+            .iter()
+            .map(|b| b.map(|b| b.1))
+            .collect::<TimestampMicrosecondArray>()
+            .with_timezone("UTC");
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(start), Arc::new(end)];
         for (i, c) in batch.columns().iter().enumerate() {
             if i != at {
                 columns.push(match c.data_type() {
@@ -474,6 +646,35 @@ fn output_schema(post: &Schema) -> Result<SchemaRef> {
         }
     }
     Ok(Arc::new(Schema::new(fields)))
+}
+
+/// The rows `idx` of `batch`.
+fn take_rows(batch: &RecordBatch, idx: Vec<u32>) -> Result<RecordBatch> {
+    let idx = UInt32Array::from(idx);
+    let columns = batch
+        .columns()
+        .iter()
+        .map(|c| take(c.as_ref(), &idx, None))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(batch.schema(), columns)?)
+}
+
+/// The open sessions for `options`, when its windows are sessions.
+fn new_sessions(options: &WindowOptions, planned: &Planned) -> Result<Option<Sessions>> {
+    let WindowKind::Session { gap } = options.kind else {
+        return Ok(None);
+    };
+    let keys: Vec<Field> = planned
+        .group_schema
+        .fields()
+        .iter()
+        .skip(1)
+        .map(|f| f.as_ref().clone())
+        .collect();
+    Ok(Some(Sessions::try_new(
+        micros(gap),
+        &Arc::new(Schema::new(keys)),
+    )?))
 }
 
 /// `batch` with the window-start column appended, as `schema` (the input schema plus it).
