@@ -250,7 +250,7 @@ mod tests {
         let mut s = sessions(10);
         let a = assign(
             &mut s,
-            &[("a", 0), ("a", 9), ("b", 5), ("a", 19), ("a", 29)],
+            &[("a", 0), ("a", 9), ("b", 5), ("a", 19), ("a", 28)],
         );
         // 19 - 9 = 10 is not closer than the gap: a new session.
         assert_eq!(a.ids[0], a.ids[1]);
@@ -259,7 +259,7 @@ mod tests {
         assert_eq!(a.ids[3], a.ids[4]);
         assert_eq!(s.len(), 3);
         assert_eq!(s.bounds(a.ids[0]), Some((0, 19)));
-        assert_eq!(s.bounds(a.ids[3]), Some((19, 39)));
+        assert_eq!(s.bounds(a.ids[3]), Some((19, 38)));
         assert!(a.merged.is_empty());
     }
 
