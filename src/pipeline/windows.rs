@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use arrow::array::{
-    ArrayRef, AsArray, Date32Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    Array, ArrayRef, AsArray, Date32Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
 use arrow::compute::{cast, concat_batches};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimestampMicrosecondType};
@@ -23,11 +23,11 @@ use paystream_core::config::{
     Config, TransformConfig, WindowKind as ConfigKind, WindowTransformConfig,
 };
 use paystream_core::schema::{late_events_schema, LATE_EVENTS_TABLE};
-use paystream_query::LakeQuery;
 use paystream_sinks::delta::{LakeLocation, LakeTable, OffsetRange, PartitionKey, ResultsTable};
 use paystream_transforms::window::watermark::Watermarks;
 use paystream_transforms::window::{WindowKind, WindowOptions, WindowTransform};
-use tracing::info;
+
+mod rebuild;
 
 use super::sql_stages::SqlStages;
 use super::window_metrics::{self, Shown};
@@ -60,6 +60,8 @@ struct Item {
     current: Vec<RecordBatch>,
     /// Up to where the results table holds final results.
     committed_until: Option<i64>,
+    /// Rows not to count: decided late by a run whose results did not commit.
+    skip: rebuild::Skip,
     /// The result columns that are group keys.
     keys: Vec<String>,
 }
@@ -82,23 +84,12 @@ pub(super) struct Windows {
     pushed_times: Vec<i64>,
 }
 
-fn kind_of(id: &str, cfg: &WindowTransformConfig) -> Result<WindowKind> {
-    Ok(match cfg.window {
+fn kind_of(cfg: &WindowTransformConfig) -> WindowKind {
+    match cfg.window {
         ConfigKind::Tumbling { size } => WindowKind::Tumbling { size },
         ConfigKind::Hopping { size, slide } => WindowKind::Hopping { size, slide },
-        ConfigKind::Session { .. } => bail!(
-            "transforms.{id}: session windows are not supported by `paystream run` yet; use a \
-             tumbling or hopping window"
-        ),
-    })
-}
-
-fn size_us(cfg: &WindowTransformConfig) -> i64 {
-    let size = match cfg.window {
-        ConfigKind::Tumbling { size } | ConfigKind::Hopping { size, .. } => size,
-        ConfigKind::Session { gap } => gap,
-    };
-    i64::try_from(size.as_micros()).unwrap_or(i64::MAX)
+        ConfigKind::Session { gap } => WindowKind::Session { gap },
+    }
 }
 
 /// The event tables as the lake stores them (dictionaries as plain strings): what accepted
@@ -140,7 +131,7 @@ pub async fn check(cfg: &Config) -> Vec<String> {
         let TransformConfig::Window(w) = t else {
             continue;
         };
-        if let Err(e) = plan_window(id, w, source, &stages, &tables).await {
+        if let Err(e) = plan_window(w, source, &stages, &tables).await {
             problems.push(format!("{}: transforms.{id}: {e:#}", cfg.file));
         }
     }
@@ -174,14 +165,13 @@ fn table_clashes(cfg: &Config) -> Vec<String> {
 
 /// Plan one window transform over `tables` (the source's and the sql transforms' outputs).
 async fn plan_window(
-    id: &str,
     w: &WindowTransformConfig,
     source: &str,
     stages: &SqlStages,
     tables: &[(String, SchemaRef)],
 ) -> Result<WindowTransform> {
     let options = WindowOptions {
-        kind: kind_of(id, w)?,
+        kind: kind_of(w),
         time_column: w.time_column.clone(),
         allowed_lateness: w.allowed_lateness,
     };
@@ -230,7 +220,7 @@ impl Windows {
             let TransformConfig::Window(w) = t else {
                 continue;
             };
-            let transform = plan_window(id, w, source, &stages, &tables)
+            let transform = plan_window(w, source, &stages, &tables)
                 .await
                 .map_err(|e| anyhow::anyhow!("{}: transforms.{id}: {e:#}", cfg.file))?;
             let app_id = format!("{}/window/{id}", cfg.pipeline.name);
@@ -250,6 +240,7 @@ impl Windows {
                 current: Vec::new(),
                 committed_until,
                 keys,
+                skip: rebuild::Skip::new(),
             });
         }
         if items.is_empty() {
@@ -288,84 +279,6 @@ impl Windows {
         };
         w.rebuild(location).await?;
         Ok(Some(w))
-    }
-
-    /// Feed every window the rows already in the lake that belong to windows not yet final in
-    /// its results table, so that a restart ends each window with the values it would have had.
-    async fn rebuild(&mut self, location: &LakeLocation) -> Result<()> {
-        // Each window's rows come from a table of the lake, through its sql transform if any.
-        let sources: Vec<(String, SchemaRef)> = self
-            .items
-            .iter()
-            .map(|i| {
-                let read = i.transform.input_table();
-                match self.stages.get(read) {
-                    Some(s) => (s.transform.input().to_string(), s.transform.input_schema()),
-                    None => (read.to_string(), i.transform.input_schema()),
-                }
-            })
-            .collect();
-        let names: Vec<String> = sources.iter().map(|(t, _)| t.clone()).collect();
-        let lake = match LakeQuery::open(location, &names).await {
-            Ok(l) => l,
-            // A brand-new lake has nothing to replay.
-            Err(paystream_query::Error::EmptyLake(_)) => return Ok(()),
-            Err(e) => return Err(e.into()),
-        };
-        let present = lake.tables();
-        let now = Instant::now();
-        let horizon = horizon();
-        for (item, (table, schema)) in self.items.iter_mut().zip(sources) {
-            if !present.contains(&table) {
-                continue;
-            }
-            let columns: Vec<String> = schema
-                .fields()
-                .iter()
-                .filter(|f| f.name() != paystream_transforms::window::WINDOW_START)
-                .map(|f| format!("\"{}\"", f.name()))
-                .collect();
-            let mut sql = format!("SELECT {} FROM \"{table}\"", columns.join(", "));
-            if let Some(until) = item.committed_until {
-                item.transform.set_closed_until(until);
-                let from = until.saturating_sub(size_us(&item.cfg));
-                let time = &item.cfg.time_column;
-                // Through a sql transform the time column may not exist as such in the table:
-                // then everything is replayed (closed windows' rows are skipped anyway).
-                if schema.field_with_name(time).is_ok() {
-                    sql.push_str(&format!(" WHERE \"{time}\" >= to_timestamp_micros({from})"));
-                    // event_date is the day of event_time: it prunes only for that column.
-                    if time == "event_time" && schema.field_with_name("event_date").is_ok() {
-                        sql.push_str(&format!(
-                            " AND event_date >= CAST(to_timestamp_micros({from}) AS DATE)"
-                        ));
-                    }
-                }
-            }
-            let batches = lake.sql(&sql).await.with_context(|| {
-                format!(
-                    "transforms.{}: reading {table} to rebuild its windows",
-                    item.id
-                )
-            })?;
-            let mut rows = 0;
-            for b in &batches {
-                if let Some(w) = self.watermarks.get_mut(&item.cfg.time_column) {
-                    w.observe(b, &item.cfg.time_column, now, horizon);
-                }
-                let fed = match self.stages.get(item.transform.input_table()) {
-                    Some(s) => s.transform.apply(b.clone()).await?,
-                    None => vec![b.clone()],
-                };
-                for f in &fed {
-                    // Rows of windows already final were counted or recorded as late before.
-                    item.transform.push(f).await?;
-                    rows += f.num_rows();
-                }
-            }
-            info!(transform = %item.id, rows, closed_until = ?item.committed_until, "windows rebuilt from the lake");
-        }
-        Ok(())
     }
 
     /// The partitions a resume covers: arm the late_events table's filter, and let them hold
@@ -410,8 +323,24 @@ impl Windows {
         } else {
             self.stages.route(accepted).await?
         };
-        for (table, batch) in &routed {
-            for item in &mut self.items {
+        for item in &mut self.items {
+            // Rows decided late before a restart stay out of this transform's windows.
+            let own;
+            let routed = if item.skip.is_empty() {
+                &routed
+            } else {
+                let mut kept = Vec::with_capacity(accepted.len());
+                for (table, batch) in accepted {
+                    kept.push((table.clone(), item.without_skipped(batch)?));
+                }
+                own = if self.stages.is_empty() {
+                    kept
+                } else {
+                    self.stages.route(&kept).await?
+                };
+                &own
+            };
+            for (table, batch) in routed {
                 if item.transform.input_table() != table {
                     continue;
                 }
@@ -465,7 +394,7 @@ impl Windows {
                 continue;
             }
             let snapshot = item.transform.snapshot().await?;
-            item.current = newest_window(snapshot.batches)?;
+            item.current = shown(&item.transform, &item.keys, snapshot.batches)?;
         }
         self.publish();
         Ok(())
@@ -488,7 +417,7 @@ impl Windows {
             let behind = wall.saturating_sub(wm);
             delay = Some(delay.map_or(behind, |d| d.max(behind)));
             if let Some(r) = item.transform.advance(wm).await? {
-                item.last = newest_window(r.batches.clone())?;
+                item.last = shown(&item.transform, &item.keys, r.batches.clone())?;
                 item.pending_final.extend(r.batches);
                 closed = true;
             }
@@ -570,6 +499,61 @@ impl Windows {
         }
         self.metrics.set_window_text(text);
     }
+}
+
+/// What `/metrics` shows of `batches`: the newest window, or for sessions (each key has its
+/// own) the newest session of each key.
+fn shown(
+    transform: &WindowTransform,
+    keys: &[String],
+    batches: Vec<RecordBatch>,
+) -> Result<Vec<RecordBatch>> {
+    if transform.is_session() {
+        newest_per_key(batches, keys)
+    } else {
+        newest_window(batches)
+    }
+}
+
+/// Per value of the `keys` columns, the row with the largest window start.
+fn newest_per_key(batches: Vec<RecordBatch>, keys: &[String]) -> Result<Vec<RecordBatch>> {
+    let Some(first) = batches.first() else {
+        return Ok(Vec::new());
+    };
+    let all = concat_batches(&first.schema(), &batches)?;
+    let columns: Vec<ArrayRef> = keys
+        .iter()
+        .filter_map(|k| all.column_by_name(k).cloned())
+        .collect();
+    let converter = arrow::row::RowConverter::new(
+        columns
+            .iter()
+            .map(|c| arrow::row::SortField::new(c.data_type().clone()))
+            .collect(),
+    )?;
+    let rows = converter.convert_columns(&columns)?;
+    let starts = all.column(0).as_primitive::<TimestampMicrosecondType>();
+    let mut newest: std::collections::HashMap<arrow::row::Row<'_>, (i64, u32)> =
+        std::collections::HashMap::new();
+    for i in 0..all.num_rows() {
+        if starts.is_null(i) {
+            continue;
+        }
+        let (start, idx) = (starts.value(i), u32::try_from(i)?);
+        let e = newest.entry(rows.row(i)).or_insert((start, idx));
+        if start > e.0 {
+            *e = (start, idx);
+        }
+    }
+    let mut idx: Vec<u32> = newest.into_values().map(|(_, i)| i).collect();
+    idx.sort_unstable();
+    let idx = arrow::array::UInt32Array::from(idx);
+    let columns = all
+        .columns()
+        .iter()
+        .map(|c| arrow::compute::take(c.as_ref(), &idx, None))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(vec![RecordBatch::try_new(all.schema(), columns)?])
 }
 
 /// The rows of the newest window (largest start) in `batches`.

@@ -105,7 +105,17 @@ fn lake_survives_sigkill() {
     );
 
     generator.expect_success(budget(events));
-    s.run_to_idle(&s.write_config_with(&unique("final"), E2E_WINDOW), events);
+    // Idle for longer than a partition takes to stop holding the watermark back (10 s), so
+    // that the windows and sessions of the last seconds of traffic close too.
+    Proc::spawn(
+        "run",
+        s.run_cmd(
+            &s.write_config_with(&unique("final"), E2E_WINDOW),
+            Some("12s"),
+        ),
+        s.dir(),
+    )
+    .expect_success(budget(events));
     s.check_lake(None);
     let (windows, late) = s.check_windows();
     eprintln!(

@@ -409,7 +409,18 @@ SELECT currency,
 FROM payments
 GROUP BY currency
 """
+
+[transforms.e2e_sessions]
+type = "window"
+inputs = ["kafka"]
+window = "session"
+gap = "500ms"
+allowed_lateness = "1s"
+sql = "SELECT merchant_id, count(*) AS payments, sum(amount_minor) AS amount_minor FROM payments GROUP BY merchant_id"
 "#;
+
+/// The gap of the `e2e_sessions` window of [`E2E_WINDOW`], µs.
+const E2E_SESSION_GAP_US: i64 = 500_000;
 
 impl Scenario {
     /// Checks the [`E2E_WINDOW`] results in the lake with duckdb over `deltalake`: every closed
@@ -417,6 +428,9 @@ impl Scenario {
     /// window, leaving out the events `late_events` lists for it; no window is missing or
     /// written twice. Returns the number of closed windows and of late events.
     pub fn check_windows(&self) -> (usize, usize) {
+        let sessions = self.check_sessions("e2e_sessions", E2E_SESSION_GAP_US);
+        assert!(sessions >= 10, "only {sessions} sessions closed");
+        eprintln!("[{}] {sessions} closed sessions exact", self.id);
         self.check_window(
             "e2e_decisions",
             "authorized, rejected, amount_minor",
@@ -474,6 +488,45 @@ impl Scenario {
             .parse()
             .unwrap_or_else(|e| panic!("late_events count: {e}"));
         (windows.len(), late)
+    }
+
+    /// Checks the session window `id` (per merchant, `gap_us` apart) against a sessionization
+    /// of the `payments` table in duckdb (`LAG` and a running `SUM`), less the events
+    /// `late_events` lists for it: every session ending by the last one written is in the
+    /// results exactly once, with the same bounds, count and sum. Returns how many.
+    pub fn check_sessions(&self, id: &str, gap_us: i64) -> usize {
+        assert_eq!(self.lake, Lake::Local, "check_sessions reads a local lake");
+        let results = self.lake_sql(&format!(
+            "SELECT epoch_us(window_start), epoch_us(window_end), merchant_id, payments, \
+                    amount_minor FROM {id} ORDER BY 1, 3"
+        ));
+        let expected = self.lake_sql(&format!(
+            "WITH p AS ( \
+               SELECT merchant_id, epoch_us(event_time) AS t, amount_minor FROM payments \
+               WHERE event_id NOT IN (SELECT event_id FROM late_events WHERE transform = '{id}')), \
+             marked AS ( \
+               SELECT *, CASE WHEN t - lag(t) OVER (PARTITION BY merchant_id ORDER BY t) < {gap_us} \
+                   THEN 0 ELSE 1 END AS starts FROM p), \
+             numbered AS ( \
+               SELECT *, sum(starts) OVER (PARTITION BY merchant_id ORDER BY t, starts DESC \
+                   ROWS UNBOUNDED PRECEDING) AS sid FROM marked) \
+             SELECT min(t) AS ws, max(t) + {gap_us} AS we, merchant_id, count(*), sum(amount_minor) \
+             FROM numbered GROUP BY merchant_id, sid \
+             HAVING max(t) + {gap_us} <= (SELECT max(epoch_us(window_end)) FROM {id}) \
+             ORDER BY 1, 3"
+        ));
+        if results != expected {
+            let a: Vec<&str> = results.lines().collect();
+            let b: Vec<&str> = expected.lines().collect();
+            let only_a: Vec<&&str> = a.iter().filter(|l| !b.contains(l)).take(10).collect();
+            let only_b: Vec<&&str> = b.iter().filter(|l| !a.contains(l)).take(10).collect();
+            panic!(
+                "{id}: sessions differ from the lake's ({} rows against {}):\n only in results: {only_a:?}\n only in a sessionization of payments: {only_b:?}",
+                a.len(),
+                b.len()
+            );
+        }
+        results.lines().count()
     }
 
     /// `sql` answered by duckdb over the local lake's Delta tables as the `deltalake` package

@@ -178,12 +178,10 @@ impl WindowTransform {
         self.sessions.is_some()
     }
 
-    /// The earliest start (µs) among the open windows, if any.
-    pub fn earliest_open_start(&self) -> Option<i64> {
-        match &self.sessions {
-            Some(s) => s.earliest_open_start(self.closed_until),
-            None => self.min_open_start,
-        }
+    /// For session windows, the earliest start (µs) among the sessions ending after `until`:
+    /// what a rebuild from the lake checks to know it read back far enough.
+    pub fn earliest_session_start(&self, until: i64) -> Option<i64> {
+        self.sessions.as_ref()?.earliest_open_start(until)
     }
 
     /// The table the SQL reads.
