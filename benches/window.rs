@@ -1,6 +1,7 @@
 //! Window aggregation throughput, the engine alone (no Kafka, no lake): a minute of payments
-//! over 10,000 merchants x 5 currencies, folded into one-minute tumbling windows by the
-//! business metrics' kind of SQL (counts, a FILTER, a sum, grouped by currency and merchant).
+//! over 10,000 merchants x 5 currencies, folded into one-minute tumbling windows, and into
+//! sessions with a 10 s gap, by the business metrics' kind of SQL (counts, a FILTER, a sum,
+//! grouped by currency and merchant).
 //! One thread, so elements per second are events per second per core.
 //!
 //!     cargo bench --profile demo --bench window
@@ -83,23 +84,19 @@ fn batches() -> Vec<RecordBatch> {
         .collect()
 }
 
-fn window_aggregation(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
-    let input = batches();
+/// Fold every batch of `input` into a fresh `kind` window transform and close everything.
+fn fold_and_close<'a>(
+    rt: &'a tokio::runtime::Runtime,
+    input: &'a [RecordBatch],
+    kind: WindowKind,
+) -> impl FnMut(&mut criterion::Bencher<'_>) + 'a {
     let tables = [("payments".to_string(), schema())];
     let options = WindowOptions {
-        kind: WindowKind::Tumbling {
-            size: Duration::from_secs(60),
-        },
+        kind,
         time_column: "event_time".into(),
         allowed_lateness: Duration::from_secs(5),
     };
-    let mut group = c.benchmark_group("window");
-    group.throughput(Throughput::Elements(EVENTS as u64));
-    group.sample_size(10);
-    group.bench_function("tumbling_1m_10k_merchants_x_5_currencies", |b| {
+    move |b| {
         b.iter_batched(
             || {
                 rt.block_on(WindowTransform::try_new(&tables, SQL, options.clone()))
@@ -107,17 +104,49 @@ fn window_aggregation(c: &mut Criterion) {
             },
             |mut w| {
                 rt.block_on(async {
-                    for batch in &input {
+                    for batch in input {
                         w.push(batch).await.unwrap();
                     }
-                    // The final results of the minute: 50,000 groups.
+                    // The final results: 50,000 groups (more for sessions: one row per session).
                     let closed = w.advance(i64::MAX).await.unwrap().unwrap();
                     assert!(!closed.batches.is_empty());
                 })
             },
             BatchSize::PerIteration,
         );
-    });
+    }
+}
+
+fn window_aggregation(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let input = batches();
+    let mut group = c.benchmark_group("window");
+    group.throughput(Throughput::Elements(EVENTS as u64));
+    group.sample_size(10);
+    group.bench_function(
+        "tumbling_1m_10k_merchants_x_5_currencies",
+        fold_and_close(
+            &rt,
+            &input,
+            WindowKind::Tumbling {
+                size: Duration::from_secs(60),
+            },
+        ),
+    );
+    // Each group sees an event every 3 s on average: a 10 s gap gives one or two sessions per
+    // group, with the per-row session lookup on top of the aggregation.
+    group.bench_function(
+        "session_10s_gap_10k_merchants_x_5_currencies",
+        fold_and_close(
+            &rt,
+            &input,
+            WindowKind::Session {
+                gap: Duration::from_secs(10),
+            },
+        ),
+    );
     group.finish();
 }
 
