@@ -122,6 +122,19 @@ async fn session_oracle(events: &[Ev]) -> Vec<String> {
     common::csv_lines(&batches)
 }
 
+/// (results, late rows) of `kind` windows fed `sorted` as one batch, and fed `batches`.
+async fn both(
+    kind: WindowKind,
+    sorted: &[Ev],
+    batches: &[Vec<Ev>],
+) -> ((Vec<String>, usize), (Vec<String>, usize)) {
+    let lateness = Duration::from_secs(LATENESS_S as u64);
+    let mut one = common::transform(SQL, kind, lateness).await;
+    let reference = common::run(&mut one, &[sorted.to_vec()]).await;
+    let mut split = common::transform(SQL, kind, lateness).await;
+    (reference, common::run(&mut split, batches).await)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
 
@@ -129,15 +142,7 @@ proptest! {
     fn results_do_not_depend_on_batches_or_order_within_lateness((sorted, batches) in arrivals()) {
         let rt = runtime();
         let kind = WindowKind::Tumbling { size: Duration::from_secs(60) };
-        let lateness = Duration::from_secs(LATENESS_S as u64);
-        let (reference, late_ref) = rt.block_on(async {
-            let mut w = common::transform(SQL, kind, lateness).await;
-            common::run(&mut w, std::slice::from_ref(&sorted)).await
-        });
-        let (shuffled, late) = rt.block_on(async {
-            let mut w = common::transform(SQL, kind, lateness).await;
-            common::run(&mut w, &batches).await
-        });
+        let ((reference, late_ref), (shuffled, late)) = rt.block_on(both(kind, &sorted, &batches));
         prop_assert_eq!(late_ref, 0);
         prop_assert_eq!(late, 0);
         prop_assert_eq!(&shuffled, &reference);
@@ -149,15 +154,7 @@ proptest! {
     fn hopping_windows_split_anyhow_match_one_batch((sorted, batches) in arrivals()) {
         let rt = runtime();
         let kind = WindowKind::Hopping { size: Duration::from_secs(60), slide: Duration::from_secs(15) };
-        let lateness = Duration::from_secs(LATENESS_S as u64);
-        let (reference, _) = rt.block_on(async {
-            let mut w = common::transform(SQL, kind, lateness).await;
-            common::run(&mut w, std::slice::from_ref(&sorted)).await
-        });
-        let (shuffled, late) = rt.block_on(async {
-            let mut w = common::transform(SQL, kind, lateness).await;
-            common::run(&mut w, &batches).await
-        });
+        let ((reference, _), (shuffled, late)) = rt.block_on(both(kind, &sorted, &batches));
         prop_assert_eq!(late, 0);
         prop_assert_eq!(shuffled, reference);
     }
@@ -166,15 +163,7 @@ proptest! {
     fn sessions_split_anyhow_match_one_batch_and_sql((sorted, batches) in arrivals()) {
         let rt = runtime();
         let kind = WindowKind::Session { gap: Duration::from_secs(GAP_S as u64) };
-        let lateness = Duration::from_secs(LATENESS_S as u64);
-        let (reference, late_ref) = rt.block_on(async {
-            let mut w = common::transform(SQL, kind, lateness).await;
-            common::run(&mut w, std::slice::from_ref(&sorted)).await
-        });
-        let (shuffled, late) = rt.block_on(async {
-            let mut w = common::transform(SQL, kind, lateness).await;
-            common::run(&mut w, &batches).await
-        });
+        let ((reference, late_ref), (shuffled, late)) = rt.block_on(both(kind, &sorted, &batches));
         prop_assert_eq!(late_ref, 0);
         prop_assert_eq!(late, 0);
         prop_assert_eq!(&shuffled, &reference);

@@ -469,17 +469,7 @@ impl Scenario {
             .lines()
             .filter_map(|l| l.split(',').next())
             .collect();
-        if results != expected {
-            let a: Vec<&str> = results.lines().collect();
-            let b: Vec<&str> = expected.lines().collect();
-            let only_a: Vec<&&str> = a.iter().filter(|l| !b.contains(l)).take(10).collect();
-            let only_b: Vec<&&str> = b.iter().filter(|l| !a.contains(l)).take(10).collect();
-            panic!(
-                "{id}: window results differ from the lake ({} rows against {}):\n only in results: {only_a:?}\n only in a GROUP BY of payments: {only_b:?}",
-                a.len(),
-                b.len()
-            );
-        }
+        assert_same_rows(id, "a GROUP BY of payments", &results, &expected);
         let late = self
             .lake_sql(&format!(
                 "SELECT count(*) FROM late_events WHERE transform = '{id}'"
@@ -515,17 +505,7 @@ impl Scenario {
              HAVING max(t) + {gap_us} <= (SELECT max(epoch_us(window_end)) FROM {id}) \
              ORDER BY 1, 3"
         ));
-        if results != expected {
-            let a: Vec<&str> = results.lines().collect();
-            let b: Vec<&str> = expected.lines().collect();
-            let only_a: Vec<&&str> = a.iter().filter(|l| !b.contains(l)).take(10).collect();
-            let only_b: Vec<&&str> = b.iter().filter(|l| !a.contains(l)).take(10).collect();
-            panic!(
-                "{id}: sessions differ from the lake's ({} rows against {}):\n only in results: {only_a:?}\n only in a sessionization of payments: {only_b:?}",
-                a.len(),
-                b.len()
-            );
-        }
+        assert_same_rows(id, "a sessionization of payments", &results, &expected);
         results.lines().count()
     }
 
@@ -540,4 +520,21 @@ impl Scenario {
             .stdout;
         out.trim_end().to_owned()
     }
+}
+
+/// Panics, naming up to ten rows found on only one side, unless `results` (CSV lines of the
+/// window table `id`) equal `expected` (the same computed from `source`).
+fn assert_same_rows(id: &str, source: &str, results: &str, expected: &str) {
+    if results == expected {
+        return;
+    }
+    let a: Vec<&str> = results.lines().collect();
+    let b: Vec<&str> = expected.lines().collect();
+    let only_a: Vec<&&str> = a.iter().filter(|l| !b.contains(l)).take(10).collect();
+    let only_b: Vec<&&str> = b.iter().filter(|l| !a.contains(l)).take(10).collect();
+    panic!(
+        "{id}: window results differ from the lake ({} rows against {}):\n only in results: {only_a:?}\n only in {source}: {only_b:?}",
+        a.len(),
+        b.len()
+    );
 }
