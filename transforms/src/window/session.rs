@@ -11,11 +11,12 @@
 //! and sessions are the unions of overlapping intervals; `start` is the first event's time and
 //! `end` the last one's plus the gap.
 
-use std::collections::HashMap;
-
 use arrow::array::{Array, ArrayRef, TimestampMicrosecondArray};
 use arrow::datatypes::SchemaRef;
 use arrow::row::{RowConverter, SortField};
+// DataFusion's hash map (hashbrown, foldhash): every row looks up its key and its session,
+// and SipHash made those lookups a third of the cost of session windows.
+use datafusion::common::HashMap;
 
 use crate::{Error, Result};
 
@@ -64,8 +65,8 @@ impl Sessions {
             gap: gap.max(1),
             next_id: 0,
             converter: RowConverter::new(fields)?,
-            by_key: HashMap::new(),
-            sessions: HashMap::new(),
+            by_key: HashMap::default(),
+            sessions: HashMap::default(),
             min_end: None,
         })
     }
@@ -94,7 +95,7 @@ impl Sessions {
             Some(self.converter.convert_columns(keys)?)
         };
         let mut ids = Vec::with_capacity(n);
-        let mut merged: HashMap<i64, i64> = HashMap::new();
+        let mut merged: HashMap<i64, i64> = HashMap::default();
         for i in 0..n {
             if times.is_null(i) {
                 return Err(Error::Invalid(
@@ -106,17 +107,23 @@ impl Sessions {
             let gap = self.gap;
             let open = self.by_key.get(key).map(Vec::as_slice).unwrap_or(&[]);
             // [t, t + gap) overlaps [start, last + gap) when start - gap < t < last + gap.
-            let touching: Vec<i64> = open
-                .iter()
-                .copied()
-                .filter(|id| {
-                    self.sessions.get(id).is_some_and(|s| {
-                        s.start.saturating_sub(gap) < t && t < s.last.saturating_add(gap)
-                    })
-                })
-                .collect();
-            let id = match touching.as_slice() {
-                [] => {
+            // The first session touched survives; `rest` (which only a bridging event fills,
+            // so it rarely allocates) are absorbed.
+            let mut first = None;
+            let mut rest: Vec<i64> = Vec::new();
+            for id in open {
+                let touches = self.sessions.get(id).is_some_and(|s| {
+                    s.start.saturating_sub(gap) < t && t < s.last.saturating_add(gap)
+                });
+                if touches {
+                    match first {
+                        None => first = Some(*id),
+                        Some(_) => rest.push(*id),
+                    }
+                }
+            }
+            let id = match first {
+                None => {
                     let id = self.next_id;
                     self.next_id += 1;
                     let key: Box<[u8]> = key.into();
@@ -133,10 +140,9 @@ impl Sessions {
                     self.min_end = Some(self.min_end.map_or(end, |m| m.min(end)));
                     id
                 }
-                [first, rest @ ..] => {
-                    let survivor = *first;
+                Some(survivor) => {
                     let (mut start, mut last) = (t, t);
-                    for other in rest {
+                    for other in &rest {
                         if let Some(s) = self.sessions.remove(other) {
                             start = start.min(s.start);
                             last = last.max(s.last);
