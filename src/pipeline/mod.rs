@@ -399,6 +399,9 @@ async fn progress(stats: Arc<SourceStats>, every: Duration) {
             consumed = n,
             per_sec = rate.round(),
             batches = stats.batches.load(Ordering::Relaxed),
+            // Times the sink fell behind and the consumer paused: the first thing to look at
+            // when the rate is lower than the broker's.
+            paused = stats.paused.load(Ordering::Relaxed),
             "progress"
         );
         last = (n, Instant::now());
