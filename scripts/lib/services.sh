@@ -40,6 +40,7 @@ _start() {
 		if "${probe[@]}"; then
 			SERVICE_PIDS+=("$pid")
 			STARTED_PORT=$port
+			STARTED_PID=$pid
 			log "$name is up on 127.0.0.1:$port (pid $pid, log $SERVICES_DIR/$name.log)"
 			return 0
 		fi
@@ -75,6 +76,7 @@ start_services() {
 		--advertised-listener-url "tcp://127.0.0.1:@PORT@" \
 		--storage-engine "memory://tansu/"
 	local kafka_port=$STARTED_PORT
+	TANSU_PID=$STARTED_PID
 
 	_start moto s3 "http://127.0.0.1:@PORT@" "$VENV/bin/moto_server" -H 127.0.0.1 -p "@PORT@"
 	local s3_port=$STARTED_PORT

@@ -509,3 +509,45 @@ impl Worker {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(properties: &[(&str, &str)]) -> SourceOptions {
+        SourceOptions {
+            brokers: "127.0.0.1:9092".into(),
+            topics: vec!["payments".into()],
+            group_id: "g".into(),
+            start_from_end: false,
+            batch_max_events: 10,
+            batch_max_wait: Duration::from_millis(100),
+            max_message_bytes: 1024,
+            fetch_wait_max: Duration::from_millis(10),
+            properties: properties
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            stop_when_idle: None,
+            resume_rewind: 0,
+        }
+    }
+
+    #[test]
+    fn fetch_back_off_is_short_unless_the_config_says_otherwise() {
+        let cfg = client_config(&options(&[]));
+        assert_eq!(cfg.get("fetch.queue.backoff.ms"), Some("50"));
+        let cfg = client_config(&options(&[("fetch.queue.backoff.ms", "200")]));
+        assert_eq!(cfg.get("fetch.queue.backoff.ms"), Some("200"));
+    }
+
+    #[test]
+    fn the_lake_keeps_the_offsets_whatever_the_config_says() {
+        let cfg = client_config(&options(&[
+            ("enable.auto.commit", "true"),
+            ("enable.auto.offset.store", "true"),
+        ]));
+        assert_eq!(cfg.get("enable.auto.commit"), Some("false"));
+        assert_eq!(cfg.get("enable.auto.offset.store"), Some("false"));
+    }
+}
