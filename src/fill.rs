@@ -100,7 +100,7 @@ pub async fn generate_into_lake(args: GenerateArgs, uri: &str) -> Result<ExitCod
             let headers: Vec<(&str, Option<&[u8]>)> = m
                 .headers
                 .iter()
-                .map(|(k, v)| (k.as_str(), Some(v.as_slice())))
+                .map(|(k, v)| (*k, Some(v.as_ref())))
                 .collect();
             let offset = i64::try_from(seq).context("more events than offsets")?;
             normaliser.push(

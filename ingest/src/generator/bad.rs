@@ -10,6 +10,7 @@ use rand::Rng;
 
 use super::model::{self, CURRENCIES};
 use super::wire::{self, Draft, EventTime, Value, WireForm};
+use super::Headers;
 
 /// The kinds the generator produces, evenly.
 pub(crate) const KINDS: [ErrorKind; 10] = [
@@ -67,7 +68,7 @@ pub(crate) fn corrupt<R: Rng>(
     form: WireForm,
     currency: usize,
     amount_minor: i64,
-) -> (Vec<u8>, Vec<(String, Vec<u8>)>) {
+) -> (Vec<u8>, Headers) {
     let exponent = CURRENCIES[currency].exponent;
     match kind {
         ErrorKind::EmptyPayload => {
@@ -183,7 +184,7 @@ mod tests {
         for form in [WireForm::Plain, WireForm::Structured, WireForm::Binary] {
             for kind in KINDS {
                 let (p, h) = corrupt(&mut rng, kind, draft(), form, eur, 1999);
-                let hdr = |k: &str| h.iter().any(|(n, _)| n == k);
+                let hdr = |k: &str| h.iter().any(|(n, _)| *n == k);
                 match kind {
                     ErrorKind::EmptyPayload => assert!(p.is_empty()),
                     ErrorKind::InvalidUtf8 => {

@@ -15,8 +15,10 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 const MAX_DIGIT_RUN: usize = 12;
 
 /// An id being written, with the length of the digit run (over single separators) at its end.
+/// Bytes, not `char`s: every id is ASCII, and the generator writes a hundred id characters per
+/// message.
 struct IdText {
-    s: String,
+    s: Vec<u8>,
     run: usize,
     bits: u64,
     left: u32,
@@ -25,7 +27,7 @@ struct IdText {
 impl IdText {
     fn new(capacity: usize) -> Self {
         IdText {
-            s: String::with_capacity(capacity),
+            s: Vec::with_capacity(capacity),
             run: 0,
             bits: 0,
             left: 0,
@@ -43,26 +45,39 @@ impl IdText {
             let mut nibble = (self.bits & 0xf) as usize;
             self.bits >>= 4;
             self.left -= 1;
-            if nibble < 10 && self.run >= cap {
-                nibble = 10 + nibble % 6;
+            if nibble < 10 {
+                if self.run >= cap {
+                    nibble = 10 + nibble % 6;
+                    self.run = 0;
+                } else {
+                    self.run += 1;
+                }
+            } else {
+                self.run = 0;
             }
-            self.fixed(HEX[nibble] as char);
+            self.s.push(HEX[nibble]);
         }
     }
 
     /// A fixed character: digits extend the run, a single `-` or space may join two groups,
     /// anything else ends it.
-    fn fixed(&mut self, c: char) {
+    fn fixed(&mut self, c: u8) {
         match c {
-            '0'..='9' => self.run += 1,
-            '-' | ' ' => {}
+            b'0'..=b'9' => self.run += 1,
+            b'-' | b' ' => {}
             _ => self.run = 0,
         }
         self.s.push(c);
     }
 
     fn text(&mut self, t: &str) {
-        t.chars().for_each(|c| self.fixed(c));
+        t.bytes().for_each(|c| self.fixed(c));
+    }
+
+    fn into_string(self) -> String {
+        // Only ASCII is ever pushed, so the lossy path is never taken.
+        String::from_utf8(self.s)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
     }
 }
 
@@ -71,30 +86,30 @@ pub(crate) fn prefixed<R: RngCore>(rng: &mut R, prefix: &str, n: usize) -> Strin
     let mut id = IdText::new(prefix.len() + n);
     id.text(prefix);
     id.hex(rng, n, MAX_DIGIT_RUN);
-    id.s
+    id.into_string()
 }
 
 /// A UUID version 4 in its canonical hyphenated form, from the seeded RNG.
 pub(crate) fn uuid<R: RngCore>(rng: &mut R) -> String {
     let mut id = IdText::new(36);
     id.hex(rng, 8, MAX_DIGIT_RUN);
-    id.fixed('-');
+    id.fixed(b'-');
     id.hex(rng, 3, MAX_DIGIT_RUN);
     // The version digit follows: leave room for it.
     id.hex(rng, 1, MAX_DIGIT_RUN - 1);
     id.text("-4");
     id.hex(rng, 3, MAX_DIGIT_RUN);
-    id.fixed('-');
+    id.fixed(b'-');
     let variant = if id.run >= MAX_DIGIT_RUN {
-        ['a', 'b'][rng.random_range(0..2)]
+        [b'a', b'b'][rng.random_range(0..2)]
     } else {
-        ['8', '9', 'a', 'b'][rng.random_range(0..4)]
+        [b'8', b'9', b'a', b'b'][rng.random_range(0..4)]
     };
     id.fixed(variant);
     id.hex(rng, 3, MAX_DIGIT_RUN);
-    id.fixed('-');
+    id.fixed(b'-');
     id.hex(rng, 12, MAX_DIGIT_RUN);
-    id.s
+    id.into_string()
 }
 
 /// A W3C trace id: 32 hex characters, never all zero (digit runs are capped).
@@ -103,7 +118,7 @@ pub(crate) fn trace_id<R: RngCore>(rng: &mut R) -> String {
     // In a traceparent the id follows "00-": count those two digits.
     id.run = 2;
     id.hex(rng, 32, MAX_DIGIT_RUN);
-    id.s
+    id.into_string()
 }
 
 /// A W3C `traceparent` value for a new span of `trace_id`, sampled.
@@ -111,12 +126,12 @@ pub(crate) fn traceparent<R: RngCore>(rng: &mut R, trace_id: &str) -> String {
     let mut id = IdText::new(55);
     id.text("00-");
     id.text(trace_id);
-    id.fixed('-');
+    id.fixed(b'-');
     id.hex(rng, 15, MAX_DIGIT_RUN);
     // "-01" follows: leave room for its two digits.
     id.hex(rng, 1, MAX_DIGIT_RUN - 2);
     id.text("-01");
-    id.s
+    id.into_string()
 }
 
 /// `n` random decimal digits (for card BINs and last-four; far below a card number's length).
@@ -175,9 +190,9 @@ pub(crate) fn longest_run(s: &str) -> usize {
     let mut id = IdText::new(0);
     let mut longest = 0;
     let b = s.as_bytes();
-    for (i, c) in s.chars().enumerate() {
+    for (i, &c) in b.iter().enumerate() {
         let sep_ok = i > 0 && b[i - 1].is_ascii_digit();
-        if matches!(c, '-' | ' ') && !sep_ok {
+        if matches!(c, b'-' | b' ') && !sep_ok {
             id.run = 0;
         }
         id.fixed(c);

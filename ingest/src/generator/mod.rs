@@ -24,6 +24,9 @@ mod wire;
 #[cfg(test)]
 mod tests;
 
+use std::borrow::Cow;
+use std::sync::Arc;
+
 use paystream_core::dlq::ErrorKind;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -151,13 +154,17 @@ impl GeneratorOptions {
 /// One message ready for Kafka.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GeneratedMessage {
-    pub topic: String,
+    pub topic: Arc<str>,
     /// The order id: all events of an order land in one partition, in order.
     pub key: Vec<u8>,
     pub payload: Vec<u8>,
-    pub headers: Vec<(String, Vec<u8>)>,
+    pub headers: Headers,
     pub truth: Truth,
 }
+
+/// Kafka headers of a generated message: names are fixed by the contract, and values that
+/// are the same for every message are borrowed rather than allocated each time.
+pub type Headers = Vec<(&'static str, Cow<'static, [u8]>)>;
 
 /// What the pipeline must make of a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,7 +173,7 @@ pub enum Truth {
     Good {
         table: &'static str,
         event_id: String,
-        currency: String,
+        currency: &'static str,
         amount_minor: i64,
     },
     /// A DLQ record of this kind.
@@ -178,6 +185,8 @@ pub struct Generator {
     rng: StdRng,
     model: Model,
     flow: Flow,
+    /// Shared, not cloned per message: each message names its topic.
+    topic_names: [Arc<str>; 3],
     topics: [String; 3],
     bad_ratio: f64,
     late_ratio: f64,
@@ -225,6 +234,7 @@ impl Generator {
             rng,
             model,
             flow: Flow::new(),
+            topic_names: opts.topics().map(Arc::from),
             topics: opts.topics(),
             bad_ratio: clamp(opts.bad_ratio),
             late_ratio: clamp(opts.late_ratio),
@@ -277,7 +287,7 @@ impl Generator {
             fields: content.fields,
         };
         // `Family` discriminants follow `Family::ALL`, the order of `topics`.
-        let topic = self.topics[family as usize].clone();
+        let topic = Arc::clone(&self.topic_names[family as usize]);
         let (payload, headers, truth) = if rng.random_bool(self.bad_ratio) {
             let kind = bad::pick_kind(rng);
             let (p, h) = bad::corrupt(
@@ -294,7 +304,7 @@ impl Generator {
             let truth = Truth::Good {
                 table: family.table(),
                 event_id,
-                currency: CURRENCIES[content.currency].code.to_string(),
+                currency: CURRENCIES[content.currency].code,
                 amount_minor: content.amount_minor,
             };
             (p, h, truth)

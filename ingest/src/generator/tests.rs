@@ -31,7 +31,7 @@ fn sample(opts: GeneratorOptions, n: usize) -> Vec<GeneratedMessage> {
 fn header<'a>(m: &'a GeneratedMessage, k: &str) -> Option<&'a str> {
     m.headers
         .iter()
-        .find(|(n, _)| n == k)
+        .find(|(n, _)| *n == k)
         .and_then(|(_, v)| std::str::from_utf8(v).ok())
 }
 
@@ -170,7 +170,7 @@ fn event_and_wire_mix_within_tolerance() {
             panic!("bad record")
         };
         assert_eq!(event_id, &p.event_id);
-        assert_eq!(m.topic, format!("t.{table}"));
+        assert_eq!(*m.topic, format!("t.{table}"));
         let family = flow::MIX
             .iter()
             .find(|(t, _)| t.name() == p.event_type)
@@ -258,7 +258,7 @@ fn money_is_exact_at_the_currency_exponent() {
         let text = std::str::from_utf8(&m.payload).unwrap();
         let exponent = CURRENCIES
             .iter()
-            .find(|c| c.code == currency)
+            .find(|c| c.code == *currency)
             .unwrap()
             .exponent;
         assert_eq!(
@@ -392,7 +392,7 @@ fn decoder_agrees_with_the_truth() {
         let headers: Vec<(&str, Option<&[u8]>)> = m
             .headers
             .iter()
-            .map(|(k, v)| (k.as_str(), Some(v.as_slice())))
+            .map(|(k, v)| (*k, Some(v.as_ref())))
             .collect();
         normaliser.push(
             &RawRecord {
@@ -452,7 +452,7 @@ fn decoder_agrees_with_the_truth() {
             };
             assert_eq!(t, table);
             assert_eq!(ids[i].as_ref(), Some(event_id));
-            assert_eq!(currencies[i].as_ref(), Some(currency));
+            assert_eq!(currencies[i].as_ref(), Some(&currency.to_string()));
             assert_eq!(amounts[i], *amount_minor);
             assert_eq!(extra[i], None, "every generated field is mapped");
             assert_eq!(traces[i].as_deref().map(str::len), Some(32));

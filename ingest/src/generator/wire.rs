@@ -5,10 +5,12 @@
 //! and a byte buffer is also the only way to carry the deliberately broken payloads of
 //! `bad.rs` (invalid UTF-8) through the same code.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, FixedOffset, SecondsFormat};
 use rand::Rng;
 
-use super::ids;
+use super::{ids, Headers};
 
 /// How an event is put on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,9 +130,9 @@ fn pan_safe_ms(ms: i64) -> i64 {
 }
 
 /// Renders `draft` in `form`: the payload and the Kafka headers.
-pub(crate) fn render(draft: &Draft, form: WireForm) -> (Vec<u8>, Vec<(String, Vec<u8>)>) {
+pub(crate) fn render(draft: &Draft, form: WireForm) -> (Vec<u8>, Headers) {
     let mut out = Vec::with_capacity(640);
-    let mut headers: Vec<(String, Vec<u8>)> = Vec::with_capacity(8);
+    let mut headers: Headers = Vec::with_capacity(8);
     match form {
         WireForm::Plain => {
             out.push(b'{');
@@ -143,7 +145,7 @@ pub(crate) fn render(draft: &Draft, form: WireForm) -> (Vec<u8>, Vec<(String, Ve
             key(&mut out, "event_time");
             match &draft.time {
                 EventTime::Text(t) => string(&mut out, t.as_bytes()),
-                EventTime::EpochMs(ms) => out.extend_from_slice(ms.to_string().as_bytes()),
+                EventTime::EpochMs(ms) => int(&mut out, *ms),
             }
             out.push(b',');
             member_str(&mut out, "source", draft.source.as_bytes());
@@ -155,8 +157,11 @@ pub(crate) fn render(draft: &Draft, form: WireForm) -> (Vec<u8>, Vec<(String, Ve
                 value(&mut out, v);
             }
             out.push(b'}');
-            headers.push(("content-type".into(), b"application/json".to_vec()));
-            headers.push(("traceparent".into(), draft.traceparent.clone().into_bytes()));
+            headers.push(("content-type", Cow::Borrowed(b"application/json")));
+            headers.push((
+                "traceparent",
+                Cow::Owned(draft.traceparent.clone().into_bytes()),
+            ));
         }
         WireForm::Structured => {
             out.extend_from_slice(b"{\"specversion\":\"1.0\",");
@@ -178,24 +183,30 @@ pub(crate) fn render(draft: &Draft, form: WireForm) -> (Vec<u8>, Vec<(String, Ve
             object(&mut out, &draft.fields);
             out.push(b'}');
             headers.push((
-                "content-type".into(),
-                b"application/cloudevents+json".to_vec(),
+                "content-type",
+                Cow::Borrowed(b"application/cloudevents+json"),
             ));
             if !draft.trace_in_body {
-                headers.push(("traceparent".into(), draft.traceparent.clone().into_bytes()));
+                headers.push((
+                    "traceparent",
+                    Cow::Owned(draft.traceparent.clone().into_bytes()),
+                ));
             }
         }
         WireForm::Binary => {
             object(&mut out, &draft.fields);
-            headers.push(("ce_specversion".into(), b"1.0".to_vec()));
+            headers.push(("ce_specversion", Cow::Borrowed(b"1.0")));
             if let Some(id) = &draft.event_id {
-                headers.push(("ce_id".into(), id.clone().into_bytes()));
+                headers.push(("ce_id", Cow::Owned(id.clone().into_bytes())));
             }
-            headers.push(("ce_type".into(), draft.event_type.as_bytes().to_vec()));
-            headers.push(("ce_source".into(), draft.source.as_bytes().to_vec()));
-            headers.push(("ce_time".into(), time_text(&draft.time).into_bytes()));
-            headers.push(("content-type".into(), b"application/json".to_vec()));
-            headers.push(("traceparent".into(), draft.traceparent.clone().into_bytes()));
+            headers.push(("ce_type", Cow::Borrowed(draft.event_type.as_bytes())));
+            headers.push(("ce_source", Cow::Borrowed(draft.source.as_bytes())));
+            headers.push(("ce_time", Cow::Owned(time_text(&draft.time).into_bytes())));
+            headers.push(("content-type", Cow::Borrowed(b"application/json")));
+            headers.push((
+                "traceparent",
+                Cow::Owned(draft.traceparent.clone().into_bytes()),
+            ));
         }
     }
     (out, headers)
@@ -235,28 +246,42 @@ fn value(out: &mut Vec<u8>, v: &Value) {
         Value::Str(s) => string(out, s.as_bytes()),
         Value::Static(s) => string(out, s.as_bytes()),
         Value::Bytes(b) => string(out, b),
-        Value::Int(n) => out.extend_from_slice(n.to_string().as_bytes()),
+        Value::Int(n) => int(out, *n),
         Value::Raw(r) => out.extend_from_slice(r.as_bytes()),
         Value::Object(f) => object(out, f),
     }
 }
 
+/// An integer as JSON, without an intermediate `String`.
+fn int(out: &mut Vec<u8>, n: i64) {
+    use std::io::Write;
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, "{n}");
+}
+
 /// A JSON string; escapes what JSON requires and passes every other byte through unchanged.
+/// Runs of plain bytes are copied whole: ids and names rarely hold anything to escape.
 fn string(out: &mut Vec<u8>, s: &[u8]) {
     out.push(b'"');
-    for &b in s {
-        match b {
+    let mut rest = s;
+    while let Some(i) = rest
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+    {
+        out.extend_from_slice(&rest[..i]);
+        match rest[i] {
             b'"' => out.extend_from_slice(b"\\\""),
             b'\\' => out.extend_from_slice(b"\\\\"),
-            0..=0x1f => {
+            b => {
                 const HEX: &[u8; 16] = b"0123456789abcdef";
                 out.extend_from_slice(b"\\u00");
                 out.push(HEX[usize::from(b >> 4)]);
                 out.push(HEX[usize::from(b & 0xf)]);
             }
-            _ => out.push(b),
         }
+        rest = &rest[i + 1..];
     }
+    out.extend_from_slice(rest);
     out.push(b'"');
 }
 
@@ -289,8 +314,35 @@ mod tests {
         serde_json::from_slice(payload).unwrap()
     }
 
-    fn header<'a>(h: &'a [(String, Vec<u8>)], k: &str) -> Option<&'a [u8]> {
-        h.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_slice())
+    fn header<'a>(h: &'a Headers, k: &str) -> Option<&'a [u8]> {
+        h.iter().find(|(n, _)| *n == k).map(|(_, v)| v.as_ref())
+    }
+
+    #[test]
+    fn strings_escape_only_what_json_requires_wherever_it_is() {
+        for raw in [
+            &b""[..],
+            b"plain",
+            b"\"",
+            b"a\\b\"c",
+            b"\x01start",
+            b"end\x1f",
+            b"\xe9t\xe9\n",
+        ] {
+            let mut out = Vec::new();
+            string(&mut out, raw);
+            let mut expected = vec![b'"'];
+            for &b in raw {
+                match b {
+                    b'"' => expected.extend_from_slice(b"\\\""),
+                    b'\\' => expected.extend_from_slice(b"\\\\"),
+                    0..=0x1f => expected.extend_from_slice(format!("\\u{b:04x}").as_bytes()),
+                    _ => expected.push(b),
+                }
+            }
+            expected.push(b'"');
+            assert_eq!(out, expected, "{raw:?}");
+        }
     }
 
     #[test]

@@ -394,9 +394,11 @@ impl Worker {
             .headers()
             .map(|h| h.iter().map(|h| (h.key, h.value)).collect())
             .unwrap_or_default();
+        // rdkafka checks the topic name's UTF-8 on every `topic()` call: once per message.
+        let (topic, partition) = (m.topic(), m.partition());
         let rec = RawRecord {
-            topic: m.topic(),
-            partition: m.partition(),
+            topic,
+            partition,
             offset: m.offset(),
             timestamp_ms: m.timestamp().to_millis(),
             key: m.key(),
@@ -409,18 +411,13 @@ impl Worker {
         let Some(i) = shared
             .parts
             .iter()
-            .position(|p| p.partition == m.partition() && p.topic == m.topic())
+            .position(|p| p.partition == partition && p.topic == topic)
         else {
             // Not (or no longer) ours: a message fetched before a revocation.
             return false;
         };
         if offset < shared.parts[i].next {
-            debug!(
-                topic = m.topic(),
-                partition = m.partition(),
-                offset,
-                "redelivered message skipped"
-            );
+            debug!(topic, partition, offset, "redelivered message skipped");
             return false;
         }
         shared.normaliser.push(&rec, now);
