@@ -8,6 +8,7 @@
 //! so the mix stays exact.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use rand::Rng;
 
@@ -91,9 +92,9 @@ impl EventType {
 #[derive(Debug, Clone)]
 pub(crate) struct Content {
     pub event_type: EventType,
-    pub order_id: String,
+    pub order_id: Arc<str>,
     /// The trace the checkout started; every event of the order continues it.
-    pub trace_id: String,
+    pub trace_id: Arc<str>,
     pub fields: Vec<(&'static str, Value)>,
     /// Index into [`CURRENCIES`].
     pub currency: usize,
@@ -101,14 +102,16 @@ pub(crate) struct Content {
 }
 
 #[derive(Debug, Clone)]
+/// Ids are shared (`Arc<str>`): an order is copied into the recent-orders window and into
+/// each of its payments and events, and a payment into the authorised and captured windows.
 struct Order {
-    order_id: String,
-    merchant: u32,
-    customer: u32,
+    order_id: Arc<str>,
+    merchant_id: Arc<str>,
+    customer_id: Arc<str>,
     currency: usize,
     amount_minor: i64,
     country: &'static str,
-    trace_id: String,
+    trace_id: Arc<str>,
 }
 
 #[derive(Debug, Clone)]
@@ -120,7 +123,7 @@ struct Card {
 
 #[derive(Debug, Clone)]
 struct Payment {
-    payment_id: String,
+    payment_id: Arc<str>,
     order: Order,
     amount_minor: i64,
     method: &'static str,
@@ -250,7 +253,7 @@ impl Flow {
             model::pick(rng, &[(1, 92), (3, 5), (6, 3)])
         };
         Payment {
-            payment_id: ids::prefixed(rng, "pay_", 20),
+            payment_id: ids::prefixed(rng, "pay_", 20).into(),
             amount_minor: order.amount_minor,
             order,
             method,
@@ -264,13 +267,13 @@ fn new_order<R: Rng>(rng: &mut R, model: &Model) -> Order {
     let merchant = model.merchant(rng);
     let currency = model.currency(rng, merchant);
     Order {
-        order_id: ids::prefixed(rng, "ord_", 16),
-        merchant,
-        customer: model.customer(rng),
+        order_id: ids::prefixed(rng, "ord_", 16).into(),
+        merchant_id: model::merchant_id(merchant).into(),
+        customer_id: model::customer_id(model.customer(rng)).into(),
         currency,
         amount_minor: model::order_amount(rng, currency),
         country: model::country(rng, currency),
-        trace_id: ids::trace_id(rng),
+        trace_id: ids::trace_id(rng).into(),
     }
 }
 
@@ -322,9 +325,9 @@ pub(crate) fn money<R: Rng>(rng: &mut R, currency: usize, minor: i64) -> (&'stat
 fn order_content<R: Rng>(rng: &mut R, o: &Order) -> Content {
     let item_count = 1 + (model::log_normal(rng, 1.3, 0.8) as i64).min(40);
     let fields = vec![
-        ("order_id", Value::Str(o.order_id.clone())),
-        ("merchant_id", Value::Str(model::merchant_id(o.merchant))),
-        ("customer_id", Value::Str(model::customer_id(o.customer))),
+        ("order_id", Value::Shared(Arc::clone(&o.order_id))),
+        ("merchant_id", Value::Shared(Arc::clone(&o.merchant_id))),
+        ("customer_id", Value::Shared(Arc::clone(&o.customer_id))),
         money(rng, o.currency, o.amount_minor),
         ("currency", Value::Static(CURRENCIES[o.currency].code)),
         ("item_count", Value::Int(item_count)),
@@ -333,8 +336,8 @@ fn order_content<R: Rng>(rng: &mut R, o: &Order) -> Content {
     ];
     Content {
         event_type: EventType::OrderCreated,
-        order_id: o.order_id.clone(),
-        trace_id: o.trace_id.clone(),
+        order_id: Arc::clone(&o.order_id),
+        trace_id: Arc::clone(&o.trace_id),
         fields,
         currency: o.currency,
         amount_minor: o.amount_minor,
@@ -359,10 +362,10 @@ fn payment_content<R: Rng>(
         latency *= 20.0;
     }
     let mut fields = Vec::with_capacity(16);
-    fields.push(("payment_id", Value::Str(p.payment_id.clone())));
-    fields.push(("order_id", Value::Str(o.order_id.clone())));
-    fields.push(("merchant_id", Value::Str(model::merchant_id(o.merchant))));
-    fields.push(("customer_id", Value::Str(model::customer_id(o.customer))));
+    fields.push(("payment_id", Value::Shared(Arc::clone(&p.payment_id))));
+    fields.push(("order_id", Value::Shared(Arc::clone(&o.order_id))));
+    fields.push(("merchant_id", Value::Shared(Arc::clone(&o.merchant_id))));
+    fields.push(("customer_id", Value::Shared(Arc::clone(&o.customer_id))));
     fields.push(money(rng, o.currency, p.amount_minor));
     fields.push(("currency", Value::Static(CURRENCIES[o.currency].code)));
     fields.push(("payment_method", Value::Static(p.method)));
@@ -390,8 +393,8 @@ fn payment_content<R: Rng>(
     }
     Content {
         event_type,
-        order_id: o.order_id.clone(),
-        trace_id: o.trace_id.clone(),
+        order_id: Arc::clone(&o.order_id),
+        trace_id: Arc::clone(&o.trace_id),
         fields,
         currency: o.currency,
         amount_minor: p.amount_minor,
@@ -407,9 +410,9 @@ fn refund_content<R: Rng>(rng: &mut R, p: &Payment) -> Content {
     };
     let fields = vec![
         ("refund_id", Value::Str(ids::prefixed(rng, "re_", 16))),
-        ("payment_id", Value::Str(p.payment_id.clone())),
-        ("order_id", Value::Str(o.order_id.clone())),
-        ("merchant_id", Value::Str(model::merchant_id(o.merchant))),
+        ("payment_id", Value::Shared(Arc::clone(&p.payment_id))),
+        ("order_id", Value::Shared(Arc::clone(&o.order_id))),
+        ("merchant_id", Value::Shared(Arc::clone(&o.merchant_id))),
         money(rng, o.currency, amount),
         ("currency", Value::Static(CURRENCIES[o.currency].code)),
         (
@@ -419,8 +422,8 @@ fn refund_content<R: Rng>(rng: &mut R, p: &Payment) -> Content {
     ];
     Content {
         event_type: EventType::RefundCreated,
-        order_id: o.order_id.clone(),
-        trace_id: o.trace_id.clone(),
+        order_id: Arc::clone(&o.order_id),
+        trace_id: Arc::clone(&o.trace_id),
         fields,
         currency: o.currency,
         amount_minor: amount,
@@ -437,6 +440,7 @@ mod tests {
     fn str_field<'a>(c: &'a Content, k: &str) -> &'a str {
         match c.fields.iter().find(|(n, _)| *n == k) {
             Some((_, Value::Str(s))) => s,
+            Some((_, Value::Shared(s))) => s,
             other => panic!("{k}: {other:?}"),
         }
     }

@@ -311,7 +311,7 @@ impl Generator {
         };
         GeneratedMessage {
             topic,
-            key: content.order_id.into_bytes(),
+            key: content.order_id.as_bytes().to_vec(),
             payload,
             headers,
             truth,

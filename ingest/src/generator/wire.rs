@@ -27,6 +27,8 @@ pub(crate) enum WireForm {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Value {
     Str(String),
+    /// An id shared with the generator's state (orders and payments it may reuse).
+    Shared(std::sync::Arc<str>),
     Static(&'static str),
     Int(i64),
     /// Pre-rendered JSON (a decimal number such as `19.99`, kept as exact text).
@@ -244,6 +246,7 @@ fn object(out: &mut Vec<u8>, fields: &[(&'static str, Value)]) {
 fn value(out: &mut Vec<u8>, v: &Value) {
     match v {
         Value::Str(s) => string(out, s.as_bytes()),
+        Value::Shared(s) => string(out, s.as_bytes()),
         Value::Static(s) => string(out, s.as_bytes()),
         Value::Bytes(b) => string(out, b),
         Value::Int(n) => int(out, *n),
