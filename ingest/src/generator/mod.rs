@@ -186,8 +186,7 @@ pub struct Generator {
     model: Model,
     flow: Flow,
     /// Shared, not cloned per message: each message names its topic.
-    topic_names: [Arc<str>; 3],
-    topics: [String; 3],
+    topics: [Arc<str>; 3],
     bad_ratio: f64,
     late_ratio: f64,
     start_time_ms: i64,
@@ -234,8 +233,7 @@ impl Generator {
             rng,
             model,
             flow: Flow::new(),
-            topic_names: opts.topics().map(Arc::from),
-            topics: opts.topics(),
+            topics: opts.topics().map(Arc::from),
             bad_ratio: clamp(opts.bad_ratio),
             late_ratio: clamp(opts.late_ratio),
             start_time_ms: opts.start_time_ms,
@@ -246,7 +244,7 @@ impl Generator {
     }
 
     /// The topics this generator writes to (payments, orders, refunds).
-    pub fn topics(&self) -> &[String; 3] {
+    pub fn topics(&self) -> &[Arc<str>; 3] {
         &self.topics
     }
 
@@ -287,7 +285,7 @@ impl Generator {
             fields: content.fields,
         };
         // `Family` discriminants follow `Family::ALL`, the order of `topics`.
-        let topic = Arc::clone(&self.topic_names[family as usize]);
+        let topic = Arc::clone(&self.topics[family as usize]);
         let (payload, headers, truth) = if rng.random_bool(self.bad_ratio) {
             let kind = bad::pick_kind(rng);
             let (p, h) = bad::corrupt(

@@ -418,7 +418,7 @@ mod tests {
         }
     }
 
-    fn consume_all(brokers: &str, topics: &[String; 3], expected: usize) -> Vec<Wire> {
+    fn consume_all(brokers: &str, topics: &[std::sync::Arc<str>; 3], expected: usize) -> Vec<Wire> {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .set("group.id", "generator-test")
@@ -426,7 +426,7 @@ mod tests {
             .set("enable.auto.commit", "false")
             .create()
             .unwrap();
-        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        let names: Vec<&str> = topics.iter().map(|t| &**t).collect();
         consumer.subscribe(&names).unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut got = Vec::with_capacity(expected);

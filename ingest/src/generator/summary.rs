@@ -52,29 +52,22 @@ impl Summary {
                 currency,
                 amount_minor,
             } => {
-                if !self.good.contains_key(table) {
-                    self.good.insert(table.to_string(), TableSummary::default());
-                }
-                let Some(t) = self.good.get_mut(table) else {
+                let Some(t) = slot(&mut self.good, table) else {
                     return;
                 };
                 t.count += 1;
-                if !t.amount_minor_by_currency.contains_key(currency) {
-                    t.amount_minor_by_currency.insert(currency.to_string(), 0);
-                }
-                if let Some(sum) = t.amount_minor_by_currency.get_mut(currency) {
+                if let Some(sum) = slot(&mut t.amount_minor_by_currency, currency) {
                     // Saturating: a sum past 9.2e18 minor units is not a realistic run, and
                     // recording must not panic.
                     *sum = sum.saturating_add(amount_minor);
                 }
                 t.event_ids.push(event_id);
             }
-            Truth::Bad { kind } => match self.bad.get_mut(kind.as_str()) {
-                Some(n) => *n += 1,
-                None => {
-                    self.bad.insert(kind.as_str().to_string(), 1);
+            Truth::Bad { kind } => {
+                if let Some(n) = slot(&mut self.bad, kind.as_str()) {
+                    *n += 1;
                 }
-            },
+            }
         }
     }
 
@@ -115,6 +108,16 @@ impl Summary {
         serde_json::from_str(&text)
             .map_err(|e| Error::Generator(format!("summary file {}: {e}", path.display())))
     }
+}
+
+/// The value of `key`, inserted as the default first if absent: the key is allocated only
+/// then, where `entry` would allocate it for every message. Always `Some` (the borrow checker
+/// cannot see that a `get_mut` after the insert finds it).
+fn slot<'a, V: Default>(map: &'a mut BTreeMap<String, V>, key: &str) -> Option<&'a mut V> {
+    if !map.contains_key(key) {
+        map.insert(key.to_owned(), V::default());
+    }
+    map.get_mut(key)
 }
 
 #[cfg(test)]
