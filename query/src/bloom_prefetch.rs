@@ -8,7 +8,7 @@
 //! fetches that column's filters of every row group in one vectored read, and answers the
 //! later requests from memory. Any other read passes through unchanged.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -131,6 +131,8 @@ struct PrefetchingReader {
     inner: Box<dyn AsyncFileReader + Send>,
     layout: Option<BloomLayout>,
     fetched: HashMap<Range<u64>, Bytes>,
+    /// Columns whose filters were fetched: a filter asked for again is read alone.
+    prefetched: HashSet<usize>,
 }
 
 impl PrefetchingReader {
@@ -139,6 +141,7 @@ impl PrefetchingReader {
             inner,
             layout: None,
             fetched: HashMap::new(),
+            prefetched: HashSet::new(),
         }
     }
 
@@ -147,12 +150,16 @@ impl PrefetchingReader {
             return Ok(bytes);
         }
         let siblings = self.layout.as_ref().and_then(|l| {
-            let column = l.column_of.get(&range)?;
-            l.ranges_of.get(column).filter(|r| r.len() > 1).cloned()
+            let column = *l.column_of.get(&range)?;
+            let ranges = l.ranges_of.get(&column).filter(|r| r.len() > 1)?;
+            Some((column, ranges.clone()))
         });
-        let Some(siblings) = siblings else {
+        let Some((column, siblings)) = siblings else {
             return self.inner.get_bytes(range).await;
         };
+        if !self.prefetched.insert(column) {
+            return self.inner.get_bytes(range).await;
+        }
         let parts = self.inner.get_byte_ranges(siblings.clone()).await?;
         let mut wanted = None;
         for (r, bytes) in siblings.into_iter().zip(parts) {
