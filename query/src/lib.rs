@@ -7,12 +7,14 @@
 //! - [`asof`]: time travel, `"payments@v12"` or `"payments@2026-11-22T10:00:00Z"`.
 //! - [`format`]: renders results as a table, CSV or JSON.
 //! - [`export`]: streams a query's result to a file or an S3 object, atomically.
+//! - `bloom_prefetch`: a lookup's bloom filters read per file and column, not per row group.
 //! - `scan`: whether a table's filters are evaluated inside the Parquet decoder.
 //! - [`schedule`]: the `[exports.<id>]` that run every period.
 //! - [`serve`]: the Postgres wire protocol endpoint (psql, Grafana, BI tools).
 //! - [`http`]: `POST /sql` answering JSON lines or Arrow IPC.
 
 pub mod asof;
+mod bloom_prefetch;
 pub mod distinct;
 pub mod export;
 pub mod format;
