@@ -135,9 +135,13 @@ impl TableProvider for LakeScan {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let (lookups, rest): (Vec<Expr>, Vec<Expr>) =
-            filters.iter().cloned().partition(|f| self.is_lookup(f));
-        if !lookups.is_empty() {
+        if filters.iter().any(|f| self.is_lookup(f)) {
+            // See the module documentation: delta-rs gets every filter but the id comparisons.
+            let rest: Vec<Expr> = filters
+                .iter()
+                .filter(|f| !self.is_lookup(f))
+                .cloned()
+                .collect();
             let plan = self.selective.scan(state, projection, &rest, limit).await?;
             return bloom_prefetch::with_bloom_prefetch(plan);
         }
@@ -155,18 +159,86 @@ mod tests {
     use datafusion::arrow::datatypes::{Field, Schema};
     use datafusion::datasource::empty::EmptyTable;
     use datafusion::logical_expr::{col, in_list, lit};
+    use datafusion::physical_plan::empty::EmptyExec;
+    use std::sync::Mutex;
 
-    fn scan() -> LakeScan {
-        let schema = Arc::new(Schema::new(vec![
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
             Field::new("payment_id", DataType::Utf8View, false),
             Field::new("event_type", DataType::Utf8View, false),
-        ]));
-        let table: Arc<dyn TableProvider> = Arc::new(EmptyTable::new(schema));
+        ]))
+    }
+
+    fn scan() -> LakeScan {
+        let table: Arc<dyn TableProvider> = Arc::new(EmptyTable::new(schema()));
         LakeScan {
             broad: Arc::clone(&table),
             selective: table,
             id_columns: vec!["payment_id".into()],
         }
+    }
+
+    /// A table that records the filters each scan is given.
+    #[derive(Debug, Default)]
+    struct Recording {
+        scans: Mutex<Vec<Vec<Expr>>>,
+    }
+
+    impl Recording {
+        fn scans(&self) -> Vec<Vec<Expr>> {
+            self.scans.lock().map(|s| s.clone()).unwrap_or_default()
+        }
+    }
+
+    #[async_trait]
+    impl TableProvider for Recording {
+        fn schema(&self) -> SchemaRef {
+            schema()
+        }
+
+        fn table_type(&self) -> TableType {
+            TableType::Base
+        }
+
+        async fn scan(
+            &self,
+            _state: &dyn Session,
+            _projection: Option<&Vec<usize>>,
+            filters: &[Expr],
+            _limit: Option<usize>,
+        ) -> DfResult<Arc<dyn ExecutionPlan>> {
+            if let Ok(mut scans) = self.scans.lock() {
+                scans.push(filters.to_vec());
+            }
+            Ok(Arc::new(EmptyExec::new(schema())))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lookup_goes_to_the_pushdown_scan_without_its_id_comparison() {
+        let broad = Arc::new(Recording::default());
+        let selective = Arc::new(Recording::default());
+        let s = LakeScan {
+            broad: Arc::clone(&broad) as Arc<dyn TableProvider>,
+            selective: Arc::clone(&selective) as Arc<dyn TableProvider>,
+            id_columns: vec!["payment_id".into()],
+        };
+        let state = SessionContext::new().state();
+        let other = col("event_type").eq(lit("PaymentAuthorized"));
+        let lookup = col("payment_id").eq(lit("pay_1"));
+
+        s.scan(&state, None, &[lookup, other.clone()], None)
+            .await
+            .expect("planned");
+        assert_eq!(selective.scans(), vec![vec![other.clone()]]);
+        assert!(broad.scans().is_empty());
+
+        // Without a lookup, the plain scan gets every filter.
+        s.scan(&state, None, std::slice::from_ref(&other), None)
+            .await
+            .expect("planned");
+        assert_eq!(broad.scans(), vec![vec![other]]);
+        assert_eq!(selective.scans().len(), 1);
     }
 
     #[test]
