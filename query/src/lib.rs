@@ -3,7 +3,6 @@
 //! Layout:
 //! - [`LakeQuery`]: opens the tables and runs SQL.
 //! - [`distinct`]: a plan rewrite that makes `count(DISTINCT x)` beside plain aggregates fast.
-//! - [`view_eq`]: a plan rewrite that makes `string_column = 'constant'` fast.
 //! - [`asof`]: time travel, `"payments@v12"` or `"payments@2026-11-22T10:00:00Z"`.
 //! - [`format`]: renders results as a table, CSV or JSON.
 //! - [`export`]: streams a query's result to a file or an S3 object, atomically.
@@ -22,7 +21,6 @@ pub mod http;
 mod scan;
 pub mod schedule;
 pub mod serve;
-pub mod view_eq;
 
 use std::sync::Arc;
 
@@ -100,8 +98,7 @@ fn session(
     let mut builder = SessionStateBuilder::new()
         .with_config(config)
         .with_default_features()
-        .with_optimizer_rule(Arc::new(distinct::DistinctAsGroupBy))
-        .with_physical_optimizer_rule(Arc::new(view_eq::ViewEquality));
+        .with_optimizer_rule(Arc::new(distinct::DistinctAsGroupBy));
     if let Some(runtime) = runtime {
         builder = builder.with_runtime_env(runtime);
     }
